@@ -610,7 +610,8 @@ def build_vectors(stats: StoryStats, neutral: NeutralStats | None = None, *,
     if extra_meta:
         meta.update(dict(extra_meta))
     return EmotionVectors(stats.labels, stats.layers, directions.astype(np.float32),
-                          raw.astype(np.float32), norm_mean, norm_median, meta)
+                          raw.astype(np.float32), norm_mean, norm_median, meta,
+                          means.mean(axis=0).astype(np.float32))
 
 
 def classify(pooled: np.ndarray, vectors_matrix: np.ndarray,
@@ -821,9 +822,16 @@ class EmotionVectors:
     norm_mean: np.ndarray
     norm_median: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Mean pooled training activation over emotions, [L, d]: subtracted before classifying.
+    center: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         emotions = tuple(str(x) for x in self.emotions)
+        if self.center is not None:
+            center = _readonly_f32(self.center)
+            if center.shape != (len(tuple(self.layers)), np.shape(self.directions)[2]):
+                raise VectorFileError(f"center has shape {center.shape}, expected [L, d]")
+            object.__setattr__(self, "center", center)
         layers = _layers_tuple(self.layers)
         if len(set(emotions)) != len(emotions):
             raise VectorFileError("duplicate emotion names")
@@ -940,14 +948,15 @@ class EmotionVectors:
         names = list(emotions)
         idx = [self.index(e) for e in names]
         return EmotionVectors(tuple(names), self.layers, self.directions[idx], self.raw[idx],
-                              self.norm_mean, self.norm_median, copy.deepcopy(self.meta))
+                              self.norm_mean, self.norm_median, copy.deepcopy(self.meta),
+                              self.center)
 
     def with_meta(self, **kv: Any) -> EmotionVectors:
         """A copy with ``meta`` updated by ``kv`` (e.g. ``recommended_layer=20``)."""
         meta = copy.deepcopy(self.meta)
         meta.update(kv)
         return EmotionVectors(self.emotions, self.layers, self.directions, self.raw,
-                              self.norm_mean, self.norm_median, meta)
+                              self.norm_mean, self.norm_median, meta, self.center)
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -958,7 +967,8 @@ class EmotionVectors:
                       emotions=list(self.emotions), layers=list(self.layers))
         return _atomic_save_safetensors(
             path, {"directions": self.directions, "raw": self.raw, "norm_mean": self.norm_mean,
-                   "norm_median": self.norm_median}, header)
+                   "norm_median": self.norm_median,
+                   **({"center": self.center} if self.center is not None else {})}, header)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str],
@@ -974,7 +984,8 @@ class EmotionVectors:
         header.pop("kind", None)
         try:
             vecs = cls(emotions, layers, _need(t, "directions", path), _need(t, "raw", path),
-                       _need(t, "norm_mean", path), _need(t, "norm_median", path), header)
+                       _need(t, "norm_mean", path), _need(t, "norm_median", path), header,
+                       t.get("center"))
         except (LayerError, SteeringError) as exc:
             raise VectorFileError(f"{path}: {exc}") from None
         except VectorFileError as exc:
