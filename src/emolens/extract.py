@@ -264,9 +264,9 @@ def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[
         scores = classify(features[:, li], vectors.matrix(layer),
                           None if center is None else center[li])
         entry = {"top1": topk_accuracy(scores, truth, 1), "top5": topk_accuracy(scores, truth, 5)}
-        if valence:
-            entry["valence_r"] = _valence_separation(vectors.matrix(layer), vectors.emotions,
-                                                     valence)
+        sep = _valence_separation(vectors.matrix(layer), vectors.emotions, valence or {})
+        if sep is not None:
+            entry["valence_r"] = sep
         per_layer[str(layer)] = entry
     best = max(vectors.layers, key=lambda x: (per_layer[str(x)]["top1"],
                                               per_layer[str(x)].get("valence_r", 0.0)))
@@ -274,10 +274,10 @@ def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[
 
 
 def _valence_separation(matrix: np.ndarray, emotions: Sequence[str],
-                        valence: dict[str, float]) -> float:
+                        valence: dict[str, float]) -> float | None:
     rated = [(i, valence[e]) for i, e in enumerate(emotions) if e in valence]
-    if len(rated) < 4:
-        return float("nan")
+    if len(rated) < 4 or not any(v > 0 for _, v in rated) or not any(v < 0 for _, v in rated):
+        return None  # too few rated emotions to say anything
     idx, val = np.array([i for i, _ in rated]), np.array([v for _, v in rated])
     axis = matrix[idx[val > 0]].mean(0) - matrix[idx[val < 0]].mean(0)
     proj = matrix[idx] @ axis

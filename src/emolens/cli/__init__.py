@@ -12,7 +12,9 @@ from emolens import __version__
 from emolens.errors import EmolensError
 
 #: Modules under emolens.cli that each expose ``register(subparsers)``.
-COMMAND_MODULES = ("info", "corpus")
+COMMAND_MODULES = ("info", "corpus", "extract", "export")
+#: Two-word commands spelled as in the docs, mapped to their parser names.
+ALIASES = {("extract", "merge"): "extract-merge"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 a check failed, 2 bad input)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # emolens never downloads weights
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if tuple(argv[:2]) in ALIASES:
+        argv = [ALIASES[tuple(argv[:2])], *argv[2:]]
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,0 +1,55 @@
+"""``emolens export gguf``: a llama.cpp control vector from one emotion (or a contrast)."""
+
+from __future__ import annotations
+
+import argparse
+
+from emolens.errors import SteeringError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export vectors to other tools' formats")
+    fmt = p.add_subparsers(dest="format", metavar="FORMAT")
+    g = fmt.add_parser("gguf", help="GGUF control vector for llama.cpp --control-vector")
+    g.add_argument("--vectors", default=None, help="vector file (default: the default model's)")
+    g.add_argument("--emotion", required=True,
+                   help="an emotion, or a contrast such as calm-desperate")
+    g.add_argument("--out", required=True, help="output .gguf path")
+    g.add_argument("--strength", type=float, default=0.1,
+                   help="fraction of the residual scale baked in (llama.cpp scale 1.0 = this)")
+    g.add_argument("--layers", default=None, help="layers to write (default: the file's "
+                   "recommended layer); 'all' writes every layer >= 1")
+    g.set_defaults(func=run_gguf)
+
+
+def _direction(vecs, spec: str):  # noqa: ANN001, ANN202 - small CLI helper
+    if spec in vecs:
+        return vecs[spec]
+    if "-" in spec:
+        for cut in [i for i, ch in enumerate(spec) if ch == "-"]:
+            a, b = spec[:cut], spec[cut + 1:]
+            if a in vecs and b in vecs:
+                return vecs[a] - vecs[b]
+    return vecs[spec]  # raises with close matches
+
+
+def run_gguf(args: argparse.Namespace) -> int:
+    from emolens.extract import default_vectors
+    from emolens.gguf_io import export_gguf
+    from emolens.vectors import EmotionVectors
+
+    vecs = EmotionVectors.load(args.vectors) if args.vectors else default_vectors()
+    if args.layers is None:
+        layers = [vecs.default_layer]
+    elif args.layers == "all":
+        layers = [x for x in vecs.layers if x >= 1]
+    else:
+        try:
+            layers = [int(x) for x in args.layers.split(",")]
+        except ValueError:
+            raise SteeringError(f"cannot read --layers {args.layers!r}") from None
+    path = export_gguf(vecs, _direction(vecs, args.emotion), args.out, layers=layers,
+                       strength=args.strength)
+    print(f"wrote {path} ({args.emotion}, layers {layers}); use it with "
+          f"llama-cli --control-vector {path}")
+    return 0
