@@ -1,0 +1,59 @@
+"""Shared benchmark plumbing: interleaved rounds, medians, atomic JSON results."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def interleaved(methods: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Time each method once per round, rotating the order so drift hits all alike."""
+    names = list(methods)
+    for name in names:  # warm-up, untimed
+        methods[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            gc.collect()
+            t0 = time.perf_counter()
+            methods[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summarise(times: dict[str, list[float]], work: dict[str, float], unit: str,
+              baseline: str) -> dict[str, dict[str, float]]:
+    """Median time, throughput and ratios (of medians, and median of paired ratios)."""
+    base = statistics.median(times[baseline])
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        paired = statistics.median(t / b for t, b in zip(ts, times[baseline], strict=True))
+        out[name] = {"median_s": round(med, 4), f"{unit}_per_s": round(work[name] / med, 1),
+                     "time_ratio": round(med / base, 3), "paired_ratio": round(paired, 3),
+                     "min_s": round(min(ts), 4), "max_s": round(max(ts), 4)}
+    return out
+
+
+def write(name: str, payload: dict) -> Path:
+    payload = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                           "python": platform.python_version(), "torch": torch.__version__,
+                           "device": "cuda" if torch.cuda.is_available() else "cpu"},
+               "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    print(json.dumps(payload, indent=2))
+    return path

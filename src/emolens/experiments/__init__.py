@@ -1,0 +1,1 @@
+"""The study's experiments: validation, geometry, speakers and the statistics they share."""
