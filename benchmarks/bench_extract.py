@@ -8,7 +8,6 @@ Each configuration pools the same 96 curated stories (real tokens per second).
 from __future__ import annotations
 
 import torch
-
 from _common import interleaved, summarise, write  # noqa: I001 - run as a script
 
 from emolens.corpus import load_corpus

@@ -11,7 +11,6 @@ import tempfile
 import time
 
 import torch
-
 from _common import interleaved, summarise, write  # noqa: I001 - run as a script
 
 from emolens.corpus import load_corpus

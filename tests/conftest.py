@@ -46,8 +46,16 @@ def tiny_tokenizer():
 
 
 def tiny_model(arch: str, n_layers: int = 4, d: int = 32, seed: int = 0):
-    from transformers import (Gemma2Config, Gemma2ForCausalLM, GPT2Config, GPT2LMHeadModel,
-                              LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     vocab = len(tiny_tokenizer())
     torch.manual_seed(seed)
@@ -62,8 +70,8 @@ def tiny_model(arch: str, n_layers: int = 4, d: int = 32, seed: int = 0):
         model = Gemma2ForCausalLM(Gemma2Config(**common, head_dim=8))
     elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_layer=n_layers, n_embd=d,
-                                           n_head=4, n_positions=256, eos_token_id=2, bos_token_id=1,
-                                           pad_token_id=0))
+                                           n_head=4, n_positions=256, eos_token_id=2,
+                                           bos_token_id=1, pad_token_id=0))
     else:  # pragma: no cover
         raise ValueError(arch)
     return model.eval()

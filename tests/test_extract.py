@@ -12,8 +12,15 @@ from conftest import tiny_lm
 from emolens.cli import main
 from emolens.corpus import Corpus, Record
 from emolens.errors import VectorFileError
-from emolens.extract import (Extraction, collect, extract, length_batches, merge_stats,
-                             pooled_features, vectors_from)
+from emolens.extract import (
+    Extraction,
+    collect,
+    extract,
+    length_batches,
+    merge_stats,
+    pooled_features,
+    vectors_from,
+)
 from emolens.gguf_io import import_gguf
 from emolens.vectors import EmotionVectors
 

@@ -26,8 +26,14 @@ import torch
 
 from emolens import hooks
 from emolens.errors import CorpusError, VectorFileError
-from emolens.vectors import (EmotionVectors, NeutralStats, StoryStats, build_vectors, classify,
-                             topk_accuracy)
+from emolens.vectors import (
+    EmotionVectors,
+    NeutralStats,
+    StoryStats,
+    build_vectors,
+    classify,
+    topk_accuracy,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.corpus import Corpus, Record

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ def _gguf_cache(gguf: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    print(f"emolens: dequantising {gguf.name} once (cached in {target.parent})",
+          file=sys.stderr)
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -398,6 +401,7 @@ def load_model(spec: str = "default", *, dtype: str | torch.dtype = "float32",
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # emolens prints its own one-line progress
     torch_dtype = parse_dtype(dtype)
     started = time.perf_counter()
     if spec == "default":
