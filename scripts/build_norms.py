@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from emolens.concepts.emotions import EMOTIONS
+from emolens.concepts.emotions import EMOTIONS  # noqa: E402 - after the sys.path line
 
 OUT = ROOT / "src" / "emolens" / "concepts" / "data" / "norms.csv"
 VALENCE_SOURCE = "VADER lexicon (vaderSentiment 3.3.2), human mean, -4..+4"

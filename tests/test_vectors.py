@@ -199,7 +199,7 @@ def test_story_stats_shard_and_merge_equals_one_pass():
     texts = [labels[i % 3] for i in range(30)]
     toks = rng.integers(50, 400, size=30)
     one = StoryStats.empty(labels, layers, 8)
-    for lab, p, t in zip(texts, pooled, toks):
+    for lab, p, t in zip(texts, pooled, toks, strict=False):
         one.add(lab, p, n_tokens=int(t))
     shards = []
     for part in np.array_split(np.arange(30), 4):
@@ -246,7 +246,7 @@ def test_neutral_stats_shard_and_merge_equals_one_pass():
     one = NeutralStats.empty([4, 9], 6)
     one.add_tokens(acts)
     parts = [NeutralStats.empty([4, 9], 6) for _ in range(3)]
-    for p, idx in zip(parts, np.array_split(np.arange(101), 3)):
+    for p, idx in zip(parts, np.array_split(np.arange(101), 3), strict=False):
         for chunk in np.array_split(idx, 2):  # several texts per shard
             p.add_tokens(acts[:, chunk])
     merged = parts[0].merge(parts[1]).merge(parts[2])

@@ -27,7 +27,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 import warnings
 import zlib
@@ -42,6 +41,7 @@ import numpy as np
 from emolens.concepts.emotions import EMOTIONS
 from emolens.concepts.topics import TOPICS, is_held_out_topic
 from emolens.errors import CorpusError
+from emolens.fileio import write_text_atomic
 
 __all__ = [
     "CURATED_AUTHOR",
@@ -287,17 +287,7 @@ class Corpus:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------------------------

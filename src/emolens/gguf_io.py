@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from emolens.errors import LayerError, SteeringError, VectorFileError
+from emolens.fileio import atomic_path
 from emolens.vectors import Direction, EmotionVectors
 
 __all__ = ["GGUF_ARCH", "export_gguf", "import_gguf"]
@@ -113,11 +113,8 @@ def export_gguf(vectors: EmotionVectors, direction: str | Direction,
         tensors[layer] = np.ascontiguousarray(vec, dtype=np.float32)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, GGUF_ARCH)  # sets general.architecture
+    with atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), GGUF_ARCH)  # sets general.architecture
         writer.add_string(f"{GGUF_ARCH}.model_hint", str(model.get("architecture") or ""))
         writer.add_uint32(f"{GGUF_ARCH}.layer_count", len(chosen))
         # Extra keys are ignored by llama.cpp; they keep the file self-describing.
@@ -133,10 +130,6 @@ def export_gguf(vectors: EmotionVectors, direction: str | Direction,
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -24,7 +24,6 @@ import difflib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from emolens.errors import (
     SteeringError,
     VectorFileError,
 )
+from emolens.fileio import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -110,7 +110,8 @@ def _to_json(obj: Any) -> str:
     try:
         return json.dumps(obj, default=_json_default, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise VectorFileError(f"metadata is not JSON-serialisable (no NaN/inf allowed): {exc}")
+        raise VectorFileError(
+            f"metadata is not JSON-serialisable (no NaN/inf allowed): {exc}") from None
 
 
 def _canonical(obj: Any) -> Any:
@@ -122,18 +123,11 @@ def _atomic_save_safetensors(path: str | os.PathLike[str], tensors: dict[str, np
                              header: dict[str, Any]) -> Path:
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
-                  metadata={META_KEY: _to_json(header)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    metadata = {META_KEY: _to_json(header)}  # validated before anything is written
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
+    return Path(path)
 
 
 def _read_safetensors(path: str | os.PathLike[str], what: str
@@ -152,14 +146,16 @@ def _read_safetensors(path: str | os.PathLike[str], what: str
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VectorFileError(f"{path} is not a readable safetensors {what} file ({first})")
+        raise VectorFileError(
+            f"{path} is not a readable safetensors {what} file ({first})") from None
     if META_KEY not in meta:
         raise VectorFileError(f"{path} is a safetensors file but not an emolens {what} file "
                               f"(no '{META_KEY}' metadata)")
     try:
         header = json.loads(meta[META_KEY])
     except json.JSONDecodeError as exc:
-        raise VectorFileError(f"{path}: the '{META_KEY}' metadata is not valid JSON ({exc})")
+        raise VectorFileError(
+            f"{path}: the '{META_KEY}' metadata is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise VectorFileError(f"{path}: the '{META_KEY}' metadata is not a JSON object")
     return header, tensors
@@ -327,7 +323,7 @@ class StoryStats:
 
     def means(self) -> np.ndarray:
         """Per-label mean of the pooled vectors, ``[n_labels, n_layers, d]`` float64."""
-        empty = [x for x, c in zip(self.labels, self.counts) if c == 0]
+        empty = [x for x, c in zip(self.labels, self.counts, strict=False) if c == 0]
         if empty:
             more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
             raise CorpusError(f"no texts for label(s) {', '.join(empty[:5])}{more}")
@@ -601,8 +597,8 @@ def build_vectors(stats: StoryStats, neutral: NeutralStats | None = None, *,
                     "n_components": n_components,
                     "neutral_tokens": int(neutral.n_tokens) if neutral is not None else 0},
         "corpus_fingerprint": str(corpus_fingerprint),
-        "n_texts": {x: int(c) for x, c in zip(stats.labels, stats.counts)},
-        "n_tokens": {x: int(c) for x, c in zip(stats.labels, stats.token_counts)},
+        "n_texts": {x: int(c) for x, c in zip(stats.labels, stats.counts, strict=False)},
+        "n_tokens": {x: int(c) for x, c in zip(stats.labels, stats.token_counts, strict=False)},
         "recommended_layer": None,
         "layer_scores": None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -81,7 +81,7 @@ class EmotionSpace:
             f"axis within the top 3 PCs reaches r = {self.best_valence.r:.2f} in sample and "
             f"{self.best_valence.r_loo:.2f} leave-one-out. k-means with k = 10 agrees with the "
             f"study's clusters at ARI = {c.ari:.2f} (shuffled labels: mean {c.baseline_mean:.3f}, "
-            f"95th percentile {c.baseline_p95:.3f}; p = {c.p:.3g}). Across "
+            f"95th percentile {c.baseline_p95:.3f}; {_perm_p(c.p, c.n_perm)}). Across "
             f"{len(self.rsa.layers)} layers the cosine structure correlates at "
             f"{d['rsa_mean_offdiag']:.2f} on average between layer pairs.")
 
@@ -93,6 +93,11 @@ class EmotionSpace:
                                    valence=self.valence),
             "rsa": figures.fig_rsa(self.rsa.matrix, self.rsa.layers),
         }
+
+
+def _perm_p(p: float, n_perm: int) -> str:
+    floor = 1 / (n_perm + 1)
+    return f"p < {floor * 1.01:.2g} ({n_perm} shuffles)" if p <= floor else f"p = {p:.3g}"
 
 
 def _offdiag_mean(m: np.ndarray) -> float:
