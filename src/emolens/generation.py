@@ -4,6 +4,10 @@ emolens owns its loop (instead of calling ``model.generate``) so that a monitor 
 yield each token with its emotion scores as it is produced, and so that prompt and
 generated positions are known exactly for steering.  Its cost per step is one forward
 over the new token(s), the same as Hugging Face ``generate``.
+
+A token's read-out comes from the forward that *reads it in*, one step after it was
+sampled; with a monitor the loop therefore runs one last forward (stopped early, at the
+deepest monitored layer) so the final generated token is read too.
 """
 
 from __future__ import annotations
@@ -11,42 +15,59 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from emolens.errors import SteeringError
+from emolens import hooks
+from emolens.errors import EmolensError, SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.model import LanguageModel
+    from emolens.monitor import Alert, AlertEngine, Recorder
     from emolens.vectors import EmotionVectors
 
 Prompt = Sequence[dict[str, str]] | str
 
+__all__ = ["GeneratedText", "TokenStep", "decode", "encode_prompts", "generate_text",
+           "stop_ids", "stream"]
+
 
 @dataclass
 class GeneratedText:
-    """One finished generation. ``finished`` is False when it stopped at ``max_new_tokens``."""
+    """One finished generation. ``finished`` is False when it stopped at ``max_new_tokens``.
+
+    With a monitor, ``scores`` [n_tokens, E] is the read-out of each generated token and
+    ``prompt_scores`` [prompt_tokens, E] that of the prompt (emotions in ``emotions``).
+    """
 
     text: str
     token_ids: list[int]
     n_tokens: int
     finished: bool
     prompt_tokens: int
-    scores: np.ndarray | None = None  # [n_tokens, E] read-out of each generated token
+    scores: np.ndarray | None = None
+    prompt_scores: np.ndarray | None = None
+    prompt_ids: list[int] = field(default_factory=list)
+    emotions: tuple[str, ...] = ()
 
 
 @dataclass
 class TokenStep:
-    """One streamed token: its index in the generation, id, text piece and emotion scores."""
+    """One streamed token: its index in the generation, id, text piece and emotion scores.
+
+    ``text`` pieces concatenate to the decoded generation (a piece that ends inside a
+    multi-byte character is held back, up to three tokens, until the character is
+    complete; so a generation cut inside one loses that last partial character).
+    """
 
     index: int
     token_id: int
     text: str
     scores: np.ndarray | None = None  # [E] at the monitored layer(s), None without a monitor
-    alerts: list[Any] | None = None
+    alerts: list[Alert] | None = None
 
 
 def encode_prompts(lm: LanguageModel, prompts: Sequence[Prompt]) -> list[list[int]]:
@@ -54,24 +75,26 @@ def encode_prompts(lm: LanguageModel, prompts: Sequence[Prompt]) -> list[list[in
     out = []
     for p in prompts:
         if isinstance(p, str):
-            out.append(lm.tokenizer(p, add_special_tokens=True)["input_ids"])
+            out.append(list(lm.tokenizer(p, add_special_tokens=True)["input_ids"]))
         else:
-            out.append(lm.encode_chat(p).input_ids)
+            out.append(list(lm.encode_chat(p).input_ids))
+    if not out or any(len(p) == 0 for p in out):
+        raise EmolensError("every prompt needs at least one token")
     return out
 
 
 def stop_ids(lm: LanguageModel) -> set[int]:
     """Token ids that end a generation: EOS (one or several) and the chat end marker."""
     ids: set[int] = set()
-    for source in (lm.model.generation_config, lm.config):
+    for source in (getattr(lm.model, "generation_config", None), lm.config):
         eos = getattr(source, "eos_token_id", None)
         ids.update([eos] if isinstance(eos, int) else eos or [])
     if lm.tokenizer.eos_token_id is not None:
         ids.add(lm.tokenizer.eos_token_id)
+    vocab = lm.tokenizer.get_vocab()
     for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
-        tid = lm.tokenizer.convert_tokens_to_ids(marker)
-        if isinstance(tid, int) and tid != lm.tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
+        if marker in vocab:
+            ids.add(int(vocab[marker]))
     return ids
 
 
@@ -87,143 +110,224 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float,
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
-        sorted_p = sorted_p * keep
-        choice = torch.multinomial(sorted_p, 1, generator=generator)
+        choice = torch.multinomial(sorted_p * keep, 1, generator=generator)
         return order.gather(-1, choice).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompt_ids: Sequence[Sequence[int]], pad: int, device: torch.device | str
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` [B, width] with every prompt right-aligned.
+
+    >>> ids, mask = left_pad([[5, 6, 7], [8]], pad=0, device="cpu")
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompt_ids):
+        ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[row, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
 
 
 @torch.inference_mode()
 def decode(lm: LanguageModel, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-           stop: set[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+           stop: set[int] | None = None, feed_last: bool = False,
+           feed_last_layer: int | None = None,
+           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(tokens [B], done [B])`` after each step, left-padding the batch.
 
-    Rows that finished keep receiving the pad token (masked out), as in HF generate.
+    ``done[r]`` is True from the step whose token ends row ``r`` (that token, a stop
+    id, is not part of the text).  Finished rows keep receiving the pad token, masked
+    out, as in Hugging Face ``generate``.  With ``feed_last``, after the last step one
+    more forward reads the last sampled tokens in (for monitors); ``feed_last_layer``
+    stops that forward after the given decoder block.
     """
+    if max_new_tokens <= 0:
+        return
     device = lm.device
-    width = max(len(p) for p in prompt_ids)
     pad = lm.tokenizer.pad_token_id
-    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompt_ids):
-        ids[row, width - len(p):] = torch.tensor(p, device=device)
-        mask[row, width - len(p):] = 1
-    stop_t = torch.tensor(sorted(stop if stop is not None else stop_ids(lm)), device=device)
+    ids, mask = left_pad(prompt_ids, pad, device)
+    stop_t = torch.tensor(sorted(stop if stop is not None else stop_ids(lm)), dtype=torch.long,
+                          device=device)
     generator = None
     if seed is not None and temperature > 0:
         generator = torch.Generator(device=device).manual_seed(seed)
     extra = {"logits_to_keep": 1} if _accepts(lm.model, "logits_to_keep") else {}
     done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=device)
     past, step_ids = None, ids
-    for _ in range(max_new_tokens):
+
+    def forward() -> Any:
+        # position ids from the mask, so left padding does not shift absolute positions
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-        out = lm.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
-                       past_key_values=past, use_cache=True, **extra)
+        return lm.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                        past_key_values=past, use_cache=True, **extra)
+
+    for _ in range(max_new_tokens):
+        out = forward()
         past = out.past_key_values
         tokens = _sample(out.logits[:, -1, :], temperature, top_p, generator)
         tokens = torch.where(done, torch.full_like(tokens, pad), tokens)
-        newly_done = torch.isin(tokens, stop_t) & ~done
-        yield tokens, done | newly_done
-        done = done | newly_done
+        now_done = done | torch.isin(tokens, stop_t)
+        yield tokens, now_done
+        done = now_done
         if bool(done.all()):
             return
         step_ids = tokens[:, None]
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-    # one more forward feeds the last token in, so monitors see every generated position
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
-    lm.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
-             past_key_values=past, use_cache=True, **extra)
+    if feed_last:
+        if feed_last_layer is None:
+            forward()
+        else:  # only the monitored layers are needed: skip the rest and the unembedding
+            hooks.run_capture(forward, {feed_last_layer: lm.layers[feed_last_layer]},
+                              reduce=lambda _i, _h: None)
+
 
 def _settings(lm: LanguageModel, monitor: EmotionVectors | None, steer: Any,
-              layer: Any, stack: ExitStack) -> Any:
-    recorder = None
+              layer: Any, mode: str, stack: ExitStack) -> Recorder | None:
+    """Enter steering (first, so the monitor reads the steered stream) and recording."""
     if steer is not None:
         from emolens.steer import steering
 
-        vectors, strengths = steer if isinstance(steer, tuple) else (monitor, steer)
+        if isinstance(steer, tuple):
+            vectors, strengths, *rest = steer
+            options = rest[0] if rest else {}
+        else:
+            vectors, strengths, options = monitor, steer, {}
         if vectors is None:
             raise SteeringError("steer= needs vectors: pass steer=(vectors, {'calm': 0.1})")
-        stack.enter_context(steering(lm, vectors, strengths))
-    if monitor is not None:
-        from emolens.monitor import recording
+        stack.enter_context(steering(lm, vectors, strengths, **options))
+    if monitor is None:
+        return None
+    from emolens.monitor import recording
 
-        recorder = stack.enter_context(recording(lm, monitor, layer=layer))
-    return recorder
+    return stack.enter_context(recording(lm, monitor, layer=layer, mode=mode))
+
+
+class _Detokenizer:
+    """Turn a growing list of token ids into text pieces that concatenate to the whole."""
+
+    MAX_HELD = 3  # a UTF-8 character spans at most 4 byte-tokens
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = ""
+        self.held = 0
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if (full.endswith("\ufffd") and self.held < self.MAX_HELD) \
+                or not full.startswith(self.emitted):
+            self.held += 1  # inside a multi-byte character: wait for the rest
+            return ""
+        piece, self.emitted, self.held = full[len(self.emitted):], full, 0
+        return piece
 
 
 def generate_text(lm: LanguageModel, prompts: Sequence[Prompt], *, max_new_tokens: int = 64,
                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                   monitor: EmotionVectors | None = None, layer: Any = None,
-                  steer: Any = None) -> list[GeneratedText]:
-    """Generate a continuation for each prompt in one batch.
+                  mode: str = "cosine", steer: Any = None) -> list[GeneratedText]:
+    """Generate a continuation for each prompt (a chat or a raw string) in one batch.
 
-    With ``monitor=vectors`` each result carries ``scores`` [n_tokens, E]: the read-out
-    of every generated token at its own position (the same numbers a full re-read of
-    the finished text gives).  ``steer`` is ``{"calm": 0.1}`` (with ``monitor`` vectors)
-    or ``(vectors, {"calm": 0.1})``.
+    With ``monitor=vectors`` each result carries ``scores`` [n_tokens, E], the read-out
+    of every generated token at its own position (the numbers a full re-read of prompt +
+    generated tokens gives), and ``prompt_scores``.  ``steer`` is ``{"calm": 0.1}`` (with
+    ``monitor`` vectors), ``(vectors, strengths)`` or ``(vectors, strengths, options)``
+    where options go to :func:`emolens.steer.steering`; or wrap the call in ``lm.steer``.
+
+    >>> out = lm.generate_text([[{"role": "user", "content": "Hi!"}]],
+    ...                        max_new_tokens=20, monitor=vecs)  # doctest: +SKIP
+    >>> out[0].scores.shape  # doctest: +SKIP
+    (20, 171)
     """
+    if isinstance(prompts, str):
+        raise EmolensError("generate_text takes a list of prompts; wrap a single one in [...]")
     prompt_ids = encode_prompts(lm, prompts)
     width = max(len(p) for p in prompt_ids)
     rows: list[list[int]] = [[] for _ in prompts]
     finished = [False] * len(prompts)
     with ExitStack() as stack:
-        recorder = _settings(lm, monitor, steer, layer, stack)
+        recorder = _settings(lm, monitor, steer, layer, mode, stack)
+        last_layer = max(recorder.layers) if recorder is not None else None
         for tokens, done in decode(lm, prompt_ids, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, top_p=top_p, seed=seed):
+                                   temperature=temperature, top_p=top_p, seed=seed,
+                                   feed_last=recorder is not None, feed_last_layer=last_layer):
             for r, (tok, d) in enumerate(zip(tokens.tolist(), done.tolist(), strict=True)):
-                if not finished[r]:
-                    if d:
-                        finished[r] = True
-                    else:
-                        rows[r].append(tok)
-        scores = recorder.stacked() if recorder is not None else None  # [B, T_total, E]
+                if finished[r]:
+                    continue
+                if d:
+                    finished[r] = True
+                else:
+                    rows[r].append(tok)
+        scores = recorder.stacked() if recorder is not None else None  # [B, columns, E]
     results = []
     for r, ids in enumerate(rows):
-        per_token = None
-        if scores is not None:
-            per_token = scores[r, width:width + len(ids)]
+        gen_scores = prompt_scores = None
+        if scores is not None and monitor is not None:
+            gen_scores = scores[r, width:width + len(ids)]
+            prompt_scores = scores[r, width - len(prompt_ids[r]):width]
         results.append(GeneratedText(
             text=lm.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids,
             n_tokens=len(ids), finished=finished[r], prompt_tokens=len(prompt_ids[r]),
-            scores=per_token))
+            scores=gen_scores, prompt_scores=prompt_scores, prompt_ids=prompt_ids[r],
+            emotions=tuple(monitor.emotions) if monitor is not None else ()))
     return results
 
 
 def stream(lm: LanguageModel, prompt: Prompt, *, max_new_tokens: int = 64,
            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-           monitor: EmotionVectors | None = None, layer: Any = None, steer: Any = None,
-           rules: Any = None) -> Iterator[TokenStep]:
-    """Yield each generated token as soon as it (and its emotion scores) are known.
+           monitor: EmotionVectors | None = None, layer: Any = None, mode: str = "cosine",
+           steer: Any = None, rules: AlertEngine | None = None) -> Iterator[TokenStep]:
+    """Yield each generated token as soon as it (and, with a monitor, its scores) is known.
 
-    With a monitor, token ``t``'s scores come from the forward that reads it in, so a
-    token is yielded one step after it is sampled; the last one gets a final forward.
-    ``rules`` (an :class:`emolens.monitor.AlertEngine`) is fed each token's scores.
+    With a monitor, token ``t``'s scores come from the forward that reads it in, so it is
+    yielded one step after it is sampled.  ``rules`` (an :class:`emolens.monitor.AlertEngine`)
+    is fed each token's scores; alerts that fire are attached to the step, and its callback
+    (e.g. a :class:`emolens.steer.Guardrail`) acts before the next forward.
+    Hooks stay installed until the iterator is exhausted or closed.
+
+    >>> for step in lm.stream("Once upon a time", monitor=vecs):  # doctest: +SKIP
+    ...     print(step.text, vecs.emotions[step.scores.argmax()])
     """
+    if rules is not None and monitor is None:
+        raise SteeringError("alert rules need a monitor: pass monitor=vectors")
     prompt_ids = encode_prompts(lm, [prompt])
     n_prompt = len(prompt_ids[0])
-    pending: list[int] = []
-    index = 0
+    detok = _Detokenizer(lm.tokenizer)
     with ExitStack() as stack:
-        recorder = _settings(lm, monitor, steer, layer, stack)
+        recorder = _settings(lm, monitor, steer, layer, mode, stack)
+        last_layer = max(recorder.layers) if recorder is not None else None
 
-        def emit(tok: int) -> TokenStep:
-            nonlocal index
-            scores = recorder.position(0, n_prompt + index) if recorder is not None else None
-            alerts = rules.update(scores, index, lm.tokenizer.decode([tok])) \
-                if rules is not None and scores is not None else None
-            step = TokenStep(index, tok, lm.tokenizer.decode([tok]), scores, alerts)
-            index += 1
-            return step
+        def emit(index: int, tok: int) -> TokenStep:
+            scores = alerts = None
+            if recorder is not None:
+                scores = recorder.position(0, n_prompt + index)
+            piece = detok.push(tok)
+            if rules is not None and scores is not None:
+                alerts = rules.update(scores, index, piece)
+            return TokenStep(index, tok, piece, scores, alerts)
 
+        pending: int | None = None  # sampled, not yet read in (monitor only)
+        index = 0
         for tokens, done in decode(lm, prompt_ids, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, top_p=top_p, seed=seed):
-            while pending and (recorder is None or recorder.length() > n_prompt + index):
-                yield emit(pending.pop(0))
+                                   temperature=temperature, top_p=top_p, seed=seed,
+                                   feed_last=recorder is not None, feed_last_layer=last_layer):
+            if pending is not None:  # the forward that produced ``tokens`` read it in
+                yield emit(index, pending)
+                index, pending = index + 1, None
             if bool(done[0]):
                 break
-            pending.append(int(tokens[0]))
+            tok = int(tokens[0])
             if recorder is None:
-                yield emit(pending.pop(0))
-        while pending:
-            yield emit(pending.pop(0))
+                yield emit(index, tok)
+                index += 1
+            else:
+                pending = tok
+        if pending is not None:  # max_new_tokens reached: the final forward read it in
+            yield emit(index, pending)

@@ -294,7 +294,9 @@ class LanguageModel:
         text = prompt + assistant_prefix
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in enc["offset_mapping"]]
-        before = [i for i, (s, e) in enumerate(offsets) if e <= len(prompt.rstrip())]
+        # the last token of the generation prompt itself (for ChatML the "\n" after
+        # "assistant"): the position whose residual plans the reply
+        before = [i for i, (s, e) in enumerate(offsets) if e <= len(prompt)]
         assistant_start = before[-1] if before else len(offsets) - 1
         spans, cursor = [], 0
         for m in messages:

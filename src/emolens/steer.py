@@ -7,15 +7,23 @@ are named and keep their meaning under a KV cache:
 * ``"all"`` — every token, prompt and generated;
 * ``"prompt"`` — the tokens of the first forward of a run (the prompt);
 * ``"generated"`` — every token after the prompt;
-* ``"assistant_start"`` — the last prompt token;
-* ``(start, end)`` — prompt tokens ``start..end-1`` (use :func:`char_span_tokens` to map a
-  character span through the tokenizer's offsets).
+* ``"assistant_start"`` — the last prompt token (the study's "Assistant:" colon when the
+  prompt ends with the generation prompt);
+* ``(start, end)`` — tokens ``start..end-1`` counted from each row's first real token
+  (left padding is skipped); use :func:`char_span_tokens` to map a character span
+  through the tokenizer's offsets.
 
 ``strengths`` may be one dict for the whole batch or a list with one dict per row.
+Keys are emotion names or :class:`emolens.vectors.Direction` objects.
+
+Under a KV cache the prompt is the first forward of a run.  When the whole sequence is
+re-run without a cache, pass ``prompt_len`` (columns) so "prompt" and "generated" keep
+their meaning.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -34,6 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
 NAMED_POSITIONS = ("all", "prompt", "generated", "assistant_start")
 Strengths = Mapping[Any, float]
 
+__all__ = ["NAMED_POSITIONS", "Guardrail", "Steering", "apply_steering", "build_steering",
+           "char_span_tokens", "guardrail", "parse_strengths", "steering"]
+
 
 def char_span_tokens(encoding: ChatEncoding, start: int, end: int) -> tuple[int, int]:
     """Token range covering the character span [start, end) of an encoded prompt."""
@@ -43,111 +54,211 @@ def char_span_tokens(encoding: ChatEncoding, start: int, end: int) -> tuple[int,
     return idx[0], idx[-1] + 1
 
 
-def _delta_rows(vectors: EmotionVectors, rows: Sequence[Strengths], layer: int,
-                robust: bool) -> np.ndarray:
-    """[B, d] steering delta of each row at ``layer``: sum of strength * scale * unit direction."""
-    scale = None
-    out = np.zeros((len(rows), vectors.matrix(layer).shape[1]), dtype=np.float32)
-    for r, strengths in enumerate(rows):
-        for key, strength in strengths.items():
-            if strength == 0:
-                continue
-            if scale is None:
-                scale = vectors.residual_scale(layer, robust=robust)  # errors on zero/missing
-            direction = vectors[key] if isinstance(key, str) else key
-            unit = _unit(direction, layer)
-            out[r] += np.float32(strength * scale) * unit
+def parse_strengths(specs: Sequence[str]) -> dict[str, float]:
+    """``["calm=0.1", "desperate=-0.05"]`` -> ``{"calm": 0.1, "desperate": -0.05}``.
+
+    >>> parse_strengths(["calm=0.1", "at ease=-0.05"])
+    {'calm': 0.1, 'at ease': -0.05}
+    """
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = out.get(name.strip(), 0.0) + float(value)
+        except ValueError:
+            raise SteeringError(f"cannot read steering {spec!r}; write NAME=STRENGTH, "
+                                "e.g. calm=0.1") from None
     return out
 
 
 def _unit(direction: Direction, layer: int) -> np.ndarray:
-    vec = np.asarray(direction.at(layer), dtype=np.float32)
+    vec = np.asarray(direction.at(layer), dtype=np.float64)
     norm = float(np.linalg.norm(vec))
     if not np.isfinite(norm) or norm == 0:
         raise SteeringError(f"direction {direction.name!r} is zero at layer {layer}")
     return vec / norm
 
 
+def _delta_rows(vectors: EmotionVectors | None, rows: Sequence[Strengths], layer: int,
+                robust: bool, scale: float | None) -> np.ndarray:
+    """[B, d] steering delta of each row at ``layer``: sum of strength * scale * unit direction."""
+    out: np.ndarray | None = None
+    for r, strengths in enumerate(rows):
+        for key, strength in strengths.items():
+            if not math.isfinite(float(strength)):
+                raise SteeringError(f"steering strength for {key!r} is not finite: {strength}")
+            direction = vectors[key] if isinstance(key, str) and vectors is not None else key
+            if isinstance(key, str) and vectors is None:
+                raise SteeringError(f"steering by name ({key!r}) needs an EmotionVectors file")
+            unit = _unit(direction, layer)  # checked even at strength 0: typos still fail
+            if out is None:
+                out = np.zeros((len(rows), unit.shape[0]), dtype=np.float64)
+            if strength == 0:
+                continue
+            s = scale if scale is not None else vectors.residual_scale(layer, robust=robust)
+            out[r] += float(strength) * s * unit
+    if out is None:
+        raise SteeringError("no steering directions given")
+    return out.astype(np.float32)
+
+
 @dataclass
 class Steering:
-    """A live steering intervention; ``active`` can be switched (guardrails do)."""
+    """A compiled steering intervention; ``active`` can be switched (guardrails do).
 
-    deltas: dict[int, torch.Tensor]  # layer -> [B or 1, 1, d]
+    ``deltas[layer]`` is [rows, 1, d]; rows is 1 (the same for the whole batch) or the
+    batch size.  ``prompt_len`` overrides the prompt width taken from the first forward.
+    """
+
+    deltas: dict[int, torch.Tensor]
     positions: Any
     active: bool = True
+    prompt_len: int | None = None
+
+    @property
+    def is_zero(self) -> bool:
+        """True when every delta is exactly zero (nothing would change)."""
+        return all(not bool(d.any()) for d in self.deltas.values())
 
     def delta_for(self, layer: int, hidden: torch.Tensor, state: hooks.ForwardState
                   ) -> torch.Tensor | None:
+        """The delta to add to ``hidden`` [B, n, d] (columns ``state.offset`` onward).
+
+        Returns None when no position of this forward is steered; allocates a mask only
+        when a forward straddles the boundary of the steered positions.
+        """
         if not self.active:
             return None
         delta = self.deltas[layer]
+        if delta.shape[0] not in (1, hidden.shape[0]):
+            raise SteeringError(f"steering has {delta.shape[0]} rows of strengths but the "
+                                f"batch has {hidden.shape[0]} rows")
         if delta.device != hidden.device or delta.dtype != hidden.dtype:
             delta = self.deltas[layer] = delta.to(hidden.device, hidden.dtype)  # once
         pos, offset, width = self.positions, state.offset, hidden.shape[1]
         if pos == "all":
             return delta
+        prompt_len = self.prompt_len if self.prompt_len is not None else state.prompt_len
         if pos == "prompt":
-            return delta if offset == 0 else None
-        if pos == "generated":
-            if offset >= state.prompt_len:
-                return delta
-            if offset + width <= state.prompt_len:
+            lo, hi, pad = 0, prompt_len, None
+        elif pos == "generated":
+            lo, hi, pad = prompt_len, None, None
+        elif pos == "assistant_start":
+            lo, hi, pad = prompt_len - 1, prompt_len, None
+        else:  # a token range counted from each row's first real token
+            lo, hi = pos
+            pad = state.pad_left
+        if pad is None or not bool(pad.any()):  # the same columns for every row
+            if (hi is None or offset + width <= hi) and offset >= lo:
+                return delta  # the whole forward is inside
+            if (hi is not None and offset >= hi) or offset + width <= lo:
                 return None
             cols = torch.arange(offset, offset + width, device=hidden.device)
-            return delta * (cols >= state.prompt_len)[None, :, None].to(hidden.dtype)
-        # token positions in prompt coordinates, shifted by each row's left padding
-        if pos == "assistant_start":
-            lo, hi = state.prompt_len - 1, state.prompt_len
-            pad = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
-        else:
-            lo, hi = pos
-            pad = state.pad_left.to(hidden.device) if state.pad_left is not None else \
-                torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
+            inside = (cols >= lo) if hi is None else (cols >= lo) & (cols < hi)
+            return delta * inside[None, :, None].to(hidden.dtype)
+        pad = pad.to(hidden.device)[:, None]
         cols = torch.arange(offset, offset + width, device=hidden.device)[None, :]
-        inside = (cols >= lo + pad[:, None]) & (cols < hi + pad[:, None])
+        inside = (cols >= lo + pad) & (cols < hi + pad)
         if not bool(inside.any()):
             return None
         return delta * inside[:, :, None].to(hidden.dtype)
 
 
-def build_steering(lm: LanguageModel, vectors: EmotionVectors,
-                   strengths: Strengths | Sequence[Strengths], *, layers: Any = None,
-                   positions: Any = "all", robust: bool = True) -> Steering:
-    """Compile a steering request into per-layer delta tensors (no hooks yet)."""
-    rows = [strengths] if isinstance(strengths, Mapping) else list(strengths)
-    if not rows:
-        raise SteeringError("no steering strengths given")
-    if isinstance(positions, str) and positions not in NAMED_POSITIONS:
-        raise SteeringError(f"unknown position {positions!r}; use one of "
-                            f"{', '.join(NAMED_POSITIONS)} or a (start, end) token range")
-    if not isinstance(positions, str):
-        lo, hi = positions
-        if not 0 <= lo < hi:
-            raise SteeringError(f"bad token range {positions!r}")
-        positions = (int(lo), int(hi))
-    layer_ids = [vectors.default_layer] if layers is None else lm.resolve_layers(layers)
+def _rows(strengths: Any) -> list[Strengths]:
+    if isinstance(strengths, Mapping):
+        return [strengths]
+    rows = list(strengths)
+    if not rows or not all(isinstance(r, Mapping) for r in rows):
+        raise SteeringError("strengths must be a dict {name: strength} or a list of such "
+                            "dicts, one per batch row")
+    return rows
+
+
+def _check_positions(positions: Any) -> Any:
+    if isinstance(positions, str):
+        if positions not in NAMED_POSITIONS:
+            raise SteeringError(f"unknown position {positions!r}; use one of "
+                                f"{', '.join(NAMED_POSITIONS)} or a (start, end) token range")
+        return positions
+    try:
+        lo, hi = (int(x) for x in positions)
+    except (TypeError, ValueError):
+        raise SteeringError(f"positions must be a name or a (start, end) token range, "
+                            f"got {positions!r}") from None
+    if not 0 <= lo < hi:
+        raise SteeringError(f"bad token range {positions!r}: need 0 <= start < end")
+    return (lo, hi)
+
+
+def build_steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
+                   strengths: Strengths | Sequence[Strengths] | float, *, layers: Any = None,
+                   positions: Any = "all", robust: bool = True, scale: float | None = None,
+                   prompt_len: int | None = None) -> Steering:
+    """Compile a steering request into per-layer delta tensors (no hooks yet).
+
+    ``vectors`` is an EmotionVectors file (strengths keyed by emotion name or Direction)
+    or a single Direction with a float strength.  ``scale`` replaces the file's residual
+    norm (needed for a bare Direction).
+    """
+    from emolens.vectors import Direction
+
+    if isinstance(vectors, Direction):
+        if scale is None:
+            raise SteeringError(f"steering with the bare direction {vectors.name!r} needs "
+                                "scale= (a residual norm); or pass the EmotionVectors file")
+        if isinstance(strengths, (int, float)):
+            strengths = {vectors: float(strengths)}
+        elif isinstance(strengths, Sequence) and all(
+                isinstance(s, (int, float)) for s in strengths):
+            strengths = [{vectors: float(s)} for s in strengths]  # one strength per row
+        direction, file = vectors, None
+    else:
+        direction, file = None, vectors
+        if isinstance(strengths, (int, float)):
+            raise SteeringError("a bare strength needs a Direction; with a vector file pass "
+                                "{'calm': 0.1}")
+    rows = _rows(strengths)
+    positions = _check_positions(positions)
+    if layers is not None:
+        layer_ids = lm.resolve_layers(layers)
+    elif file is not None:
+        layer_ids = [file.default_layer]
+    else:
+        layer_ids = [min(direction.layers, key=lambda x: abs(x - 2 * lm.n_layers / 3))]
     deltas = {}
     for layer in layer_ids:
-        d = torch.from_numpy(_delta_rows(vectors, rows, layer, robust))
-        deltas[layer] = d[:, None, :]  # [B, 1, d] broadcasts over tokens
-    return Steering(deltas, positions)
+        d = torch.from_numpy(_delta_rows(file, rows, layer, robust, scale))
+        deltas[layer] = d[:, None, :]  # [rows, 1, d] broadcasts over tokens
+    return Steering(deltas, positions, prompt_len=prompt_len)
 
 
 @contextmanager
-def steering(lm: LanguageModel, vectors: EmotionVectors,
-             strengths: Strengths | Sequence[Strengths], *, layers: Any = None,
-             positions: Any = "all", robust: bool = True) -> Iterator[Steering]:
+def steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
+             strengths: Strengths | Sequence[Strengths] | float, *, layers: Any = None,
+             positions: Any = "all", robust: bool = True, scale: float | None = None,
+             prompt_len: int | None = None) -> Iterator[Steering]:
     """Steer every forward of ``lm`` run inside the ``with`` block.
 
     >>> with lm.steer(vecs, {"calm": 0.1, "desperate": -0.05}):  # doctest: +SKIP
     ...     print(lm.generate_text(["Tell me about your day."])[0].text)
+    >>> with lm.steer(vecs, [{"happy": 0.2}, {"sad": 0.2}], positions="generated"):
+    ...     two = lm.generate_text(["Hi!", "Hi!"])  # doctest: +SKIP
 
-    All-zero strengths add nothing, so the output is bit-identical to no steering.
+    All-zero strengths install no hook, so the output is bit-identical to no steering.
     """
     plan = build_steering(lm, vectors, strengths, layers=layers, positions=positions,
-                          robust=robust)
-    if all(not bool(d.any()) for d in plan.deltas.values()):
-        yield plan  # strength 0 everywhere: no hooks at all
+                          robust=robust, scale=scale, prompt_len=prompt_len)
+    with apply_steering(lm, plan):
+        yield plan
+
+
+@contextmanager
+def apply_steering(lm: LanguageModel, plan: Steering) -> Iterator[Steering]:
+    """Install a compiled :class:`Steering` (from :func:`build_steering`) while open."""
+    if plan.is_zero:  # strength 0 everywhere: no hooks at all
+        yield plan
         return
     with ExitStack() as stack:
         state = stack.enter_context(hooks.track_forward(lm.model))
@@ -159,28 +270,49 @@ def steering(lm: LanguageModel, vectors: EmotionVectors,
 
 @dataclass
 class Guardrail:
-    """Conditional steering: off until an alert rule fires, then on for the rest of the run.
+    """Conditional steering: off until an alert fires, then on for the rest of the run.
 
-    Pass ``guardrail.on_alert`` as the :class:`emolens.monitor.AlertEngine` callback.
-    Because a token's scores are known one forward after it is sampled, steering takes
-    effect from the second token after the one that crossed the threshold.
+    Pass :meth:`on_alert` as the :class:`emolens.monitor.AlertEngine` callback.  A
+    token's scores are known one forward after it is sampled, so steering first acts on
+    the forward that reads in the token *after* the one that crossed the threshold
+    (and on every later one).
     """
 
     steering: Steering
     triggered_at: int | None = None
+    rule: str | None = None
 
     def __post_init__(self) -> None:
         self.steering.active = False
 
     def on_alert(self, alert: Any) -> None:
+        """Switch steering on (the first alert wins; later ones change nothing)."""
         if self.triggered_at is None:
-            self.triggered_at = alert.token_index
+            self.triggered_at = int(alert.token_index)
+            self.rule = getattr(alert, "rule", None)
         self.steering.active = True
+
+    def reset(self) -> None:
+        """Switch steering off again (e.g. before a new chat turn)."""
+        self.steering.active = False
+        self.triggered_at = None
+        self.rule = None
 
 
 @contextmanager
 def guardrail(lm: LanguageModel, vectors: EmotionVectors, strengths: Strengths, *,
-              layers: Any = None, positions: Any = "generated") -> Iterator[Guardrail]:
-    """Install steering that stays off until :meth:`Guardrail.on_alert` is called."""
-    with steering(lm, vectors, strengths, layers=layers, positions=positions) as plan:
-        yield Guardrail(plan)
+              layers: Any = None, positions: Any = "generated", robust: bool = True
+              ) -> Iterator[Guardrail]:
+    """Install steering that stays off until :meth:`Guardrail.on_alert` is called.
+
+    >>> from emolens.monitor import AlertEngine, AlertRule
+    >>> with guardrail(lm, vecs, {"calm": 0.2, "desperate": -0.1}) as guard:  # doctest: +SKIP
+    ...     rules = AlertEngine(vecs.emotions, [AlertRule("desperate", 0.05, window=4)],
+    ...                         callback=guard.on_alert)
+    ...     text = "".join(s.text for s in lm.stream(prompt, monitor=vecs, rules=rules))
+    """
+    plan = build_steering(lm, vectors, strengths, layers=layers, positions=positions,
+                          robust=robust)
+    guard = Guardrail(plan)
+    with apply_steering(lm, plan):
+        yield guard

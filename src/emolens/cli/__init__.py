@@ -12,7 +12,8 @@ from emolens import __version__
 from emolens.errors import EmolensError
 
 #: Modules under emolens.cli that each expose ``register(subparsers)``.
-COMMAND_MODULES = ("info", "corpus", "extract", "export")
+COMMAND_MODULES = ("info", "corpus", "extract", "export", "validate", "report", "probe", "generate",
+                   "chat")
 #: Two-word commands spelled as in the docs, mapped to their parser names.
 ALIASES = {("extract", "merge"): "extract-merge"}
 

@@ -488,7 +488,8 @@ def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]
                        title: str, ylabel: str = "cosine with emotion vector",
                        xlabel: str = "number in the template", ncols: int = 3) -> Figure:
     """Several intensity sweeps side by side: each panel is ``(title, x, {emotion: values},
-    logx)``; one line per emotion, the same colour for an emotion in every panel.
+    logx)``; one line per series, the i-th series of every panel in the same colour. With
+    ``logx`` and a zero among the x values the axis is symlog (linear below 1).
 
     >>> fig = fig_intensity_grid([("a", [1, 2, 3], {"sad": [0.1, 0.2, 0.3]}, False)], "t")
     >>> len(fig.axes)
@@ -500,19 +501,20 @@ def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    colours: dict[str, Any] = {}
     for k, (ptitle, x, series, logx) in enumerate(panels):
         ax = axes[k // ncols][k % ncols]
         xs, ys = _series(x, series)
-        if logx and np.any(xs <= 0):
-            raise EmolensError(f"panel {ptitle!r}: logx needs positive x values")
-        for name, y in ys.items():
-            colour = colours.setdefault(name, f"C{len(colours) % 10}")
-            ax.plot(xs, y, marker="o", ms=3, color=colour, label=_text(name))
-        if logx:
-            ax.set_xscale("log")
+        if logx and np.any(xs < 0):
+            raise EmolensError(f"panel {ptitle!r}: logx needs non-negative x values")
+        for j, (name, y) in enumerate(ys.items()):  # the j-th series has one colour throughout
+            ax.plot(xs, y, marker="o", ms=3, color=f"C{j % 10}", label=_text(name))
+        if logx:  # symlog keeps a 0 on the axis (e.g. "0 months of money left")
+            if xs.min() > 0:
+                ax.set_xscale("log")
+            else:
+                ax.set_xscale("symlog", linthresh=1.0)
         if xs.size <= 12:
-            ax.set_xticks(xs, [f"{v:g}" for v in xs], fontsize=7)
+            ax.set_xticks(xs, [f"{v:g}" for v in xs], fontsize=7, rotation=45 if logx else 0)
             ax.minorticks_off()
         ax.axhline(0, color="0.8", lw=0.8, zorder=0)
         ax.set_title(_text(ptitle), fontsize=9)

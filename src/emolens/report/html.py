@@ -85,6 +85,12 @@ def _speakers(ctx: Context) -> Any:
     return speaker_analysis(ctx.lm, ctx.vectors, layer=ctx.layer)
 
 
+def _sweeps(ctx: Context) -> Any:
+    from emolens.report.sweeps import SweepSection
+
+    return SweepSection.run(ctx.lm, ctx.vectors)
+
+
 def _layers(ctx: Context) -> Any:
     from emolens.report.layer_sweep import LayerSweepResult
 
@@ -115,6 +121,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("speakers", "Whose emotion? User versus assistant",
             "User-token vs assistant-colon r = 0.11; the colon predicts the reply (0.87 vs "
             "0.59).", _speakers),
+    Section("steering_sweep", "Does steering change what the model writes?",
+            "Steering towards desperate raised blackmail from 22% to 72%; calm lowered it.",
+            _sweeps),
 )
 
 
