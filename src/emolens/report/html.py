@@ -181,7 +181,8 @@ padding:0 1em;color:#1d2330;line-height:1.5}
 h1{margin-bottom:.2em}.meta{color:#5b6475;font-size:.92em}
 section{border-top:1px solid #d9dde5;margin-top:2em;padding-top:.5em}
 .study{color:#5b6475;font-style:italic}.summary{background:#f5f7fb;padding:.8em 1em;
-border-left:4px solid #3d6fd8;white-space:pre-line}img{max-width:100%;border:1px solid #e3e6ec;margin:.5em 0}
+border-left:4px solid #3d6fd8;white-space:pre-line}
+img{max-width:100%;border:1px solid #e3e6ec;margin:.5em 0}
 table{border-collapse:collapse;font-size:.93em}td,th{border:1px solid #d9dde5;padding:.3em .6em;
 text-align:left}th{background:#eef1f6}details pre{font-size:.8em;overflow:auto;max-height:24em}
 """
