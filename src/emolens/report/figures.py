@@ -484,6 +484,24 @@ def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def _panel_grid(n: int, ncols: int, size: tuple[float, float, float], who: str
+                ) -> tuple[Figure, list[Any]]:
+    """A figure with ``n`` panels in rows of ``ncols``; cells past ``n`` are blanked.
+
+    ``size`` is (width per column, height per row, extra height for the suptitle).
+    """
+    if n < 1:
+        raise EmolensError(f"{who} needs at least one panel")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    width, height, extra = size
+    fig = Figure(figsize=(width * ncols, height * nrows + extra), layout="constrained")
+    cells = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in cells[n:]:
+        ax.axis("off")
+    return fig, cells[:n]
+
+
 def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]],
                        title: str, ylabel: str = "cosine with emotion vector",
                        xlabel: str = "number in the template", ncols: int = 3) -> Figure:
@@ -495,14 +513,8 @@ def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]
     >>> len(fig.axes)
     1
     """
-    if not panels:
-        raise EmolensError("fig_intensity_grid needs at least one panel")
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k, (ptitle, x, series, logx) in enumerate(panels):
-        ax = axes[k // ncols][k % ncols]
+    fig, cells = _panel_grid(len(panels), ncols, (4.6, 3.5, 0.6), "fig_intensity_grid")
+    for ax, (ptitle, x, series, logx) in zip(cells, panels, strict=False):
         xs, ys = _series(x, series)
         if logx and np.any(xs < 0):
             raise EmolensError(f"panel {ptitle!r}: logx needs non-negative x values")
@@ -522,8 +534,6 @@ def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for k in range(len(panels), nrows * ncols):
-        axes[k // ncols][k % ncols].axis("off")
     fig.suptitle(f"{_text(title)} ({len(panels)} templates)", fontsize=11)
     return fig
 
@@ -537,14 +547,8 @@ def fig_scatter_panels(panels: Sequence[tuple[str, Any, Any, str, str]], title: 
     >>> "n = 3" in fig.axes[0].get_title()
     True
     """
-    if not panels:
-        raise EmolensError("fig_scatter_panels needs at least one panel")
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 4.0 * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k, (ptitle, x, y, xlabel, ylabel) in enumerate(panels):
-        ax = axes[k // ncols][k % ncols]
+    fig, cells = _panel_grid(len(panels), ncols, (4.4, 4.0, 0.5), "fig_scatter_panels")
+    for ax, (ptitle, x, y, xlabel, ylabel) in zip(cells, panels, strict=False):
         xs = np.asarray(x, dtype=np.float64).reshape(-1)
         ys = np.asarray(y, dtype=np.float64).reshape(-1)
         if xs.size != ys.size:
@@ -563,7 +567,5 @@ def fig_scatter_panels(panels: Sequence[tuple[str, Any, Any, str, str]], title: 
         ax.set_xlabel(_text(xlabel), fontsize=8)
         ax.set_ylabel(_text(ylabel), fontsize=8)
         ax.tick_params(labelsize=7)
-    for k in range(len(panels), nrows * ncols):
-        axes[k // ncols][k % ncols].axis("off")
     fig.suptitle(_text(title), fontsize=11)
     return fig
