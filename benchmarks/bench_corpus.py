@@ -17,8 +17,8 @@ import torch
 from _common import write  # noqa: I001 - run as a script
 
 from emolens.corpus import generate_corpus, load_corpus
-from emolens.experiments.stats import format_rate, rate
-from emolens.model import load_model
+from emolens.loading import load_model
+from emolens.stats import format_rate, rate
 
 EMOTIONS = ["happy", "sad", "afraid", "calm"]
 

@@ -12,7 +12,7 @@ from _common import interleaved, summarise, write  # noqa: I001 - run as a scrip
 
 from emolens.corpus import load_corpus
 from emolens.extract import pooled_features
-from emolens.model import load_model
+from emolens.loading import load_model
 
 
 def main(rounds: int = 5) -> None:

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from emolens.model import load_model
+    from emolens.loading import load_model
 
     lm = load_model(args.model, device=args.device)
     vecs, vec_source = _vectors(lm, args.vectors)

@@ -14,7 +14,7 @@ import torch
 from _common import interleaved, summarise, write  # noqa: I001 - run as a script
 
 from emolens.corpus import load_corpus
-from emolens.model import load_model
+from emolens.loading import load_model
 
 
 def load_times() -> dict[str, float]:

@@ -16,7 +16,7 @@ import torch
 
 from emolens.corpus import load_corpus
 from emolens.extract import extract, shipped_vectors_path
-from emolens.model import load_model
+from emolens.loading import load_model
 
 
 def main() -> None:

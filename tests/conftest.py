@@ -78,7 +78,7 @@ def tiny_model(arch: str, n_layers: int = 4, d: int = 32, seed: int = 0):
 
 
 def tiny_lm(arch: str = "llama", **kwargs):
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
 
     return LanguageModel(tiny_model(arch, **kwargs), tiny_tokenizer(), name=f"tiny-{arch}")
 
@@ -95,7 +95,7 @@ def llama_lm():
 
 @functools.cache
 def _default_lm():
-    from emolens.model import load_model
+    from emolens.loading import load_model
 
     return load_model("default")
 

@@ -12,7 +12,7 @@ from conftest import tiny_lm
 from test_monitor import tiny_vectors
 
 from emolens.cli import main
-from emolens.model import load_model
+from emolens.loading import load_model
 from emolens.monitor import read
 
 

@@ -8,7 +8,8 @@ from conftest import ARCHITECTURES, tiny_lm
 
 from emolens import hooks
 from emolens.errors import ArchitectureError, LayerError, ModelLoadError
-from emolens.model import LanguageModel, load_model
+from emolens.lens import LanguageModel
+from emolens.loading import load_model
 
 TEXTS = ["The quick brown fox jumps over the lazy dog again and again.",
          "I feel calm.", "She was furious when the letter arrived late!"]

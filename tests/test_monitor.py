@@ -317,7 +317,7 @@ def default_model_vectors(lm) -> EmotionVectors:
         pass
     from emolens.corpus import Corpus, load_corpus
     from emolens.extract import extract
-    from emolens.model import cache_dir
+    from emolens.loading import cache_dir
 
     corpus = load_corpus("default")
     sub = Corpus([r for r in corpus.stories() if r.emotion in DEFAULT_TEST_EMOTIONS]

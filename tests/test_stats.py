@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as st
 
 from emolens.errors import EmolensError
-from emolens.experiments.stats import (
+from emolens.stats import (
     Correlation,
     bootstrap_ci,
     confusion_matrix,

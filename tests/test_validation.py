@@ -26,7 +26,7 @@ from emolens.corpus import Corpus, Record
 from emolens.errors import EmolensError, LayerError, VectorFileError
 from emolens.experiments import validation as V
 from emolens.extract import neutral_statistics, pooled_features
-from emolens.model import LanguageModel
+from emolens.lens import LanguageModel
 from emolens.monitor import read
 from emolens.vectors import StoryStats, build_vectors, classify
 
@@ -338,7 +338,7 @@ def test_cli_validate_json_and_figure(tmp_path, capsys, llama):
     model = tiny_model("llama")
     model.save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    from emolens.model import load_model
+    from emolens.loading import load_model
 
     lm = load_model(str(model_dir))
     vecs = make_vectors(lm)

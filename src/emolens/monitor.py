@@ -27,7 +27,7 @@ from emolens import hooks
 from emolens.errors import EmolensError, SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.model import ModelAdapter as LanguageModel
     from emolens.vectors import EmotionVectors
 
 MODES = ("cosine", "centered", "projection")

@@ -36,7 +36,8 @@ from emolens import hooks
 from emolens.errors import SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import ChatEncoding, LanguageModel
+    from emolens.model import ChatEncoding
+    from emolens.model import ModelAdapter as LanguageModel
     from emolens.vectors import Direction, EmotionVectors
 
 NAMED_POSITIONS = ("all", "prompt", "generated", "assistant_start")

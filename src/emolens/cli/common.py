@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_from_args(args: argparse.Namespace) -> LanguageModel:
-    from emolens.model import load_model
+    from emolens.loading import load_model
 
     return load_model(args.model, dtype=args.dtype, device=args.device,
                       device_map=args.device_map)

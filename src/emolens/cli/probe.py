@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from emolens.errors import CorpusError, EmolensError, VectorFileError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.monitor import Readout
     from emolens.vectors import EmotionVectors
 

@@ -20,7 +20,7 @@ from emolens.cli.common import add_model_args, load_model_from_args, print_json
 from emolens.errors import EmolensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
 CHOICES = ("heldout", "logit-lens", "scenarios", "intensity", "steering", "speakers", "all")

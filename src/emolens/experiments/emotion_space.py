@@ -15,8 +15,8 @@ import numpy as np
 
 from emolens.concepts import EMOTION_CLUSTERS, Norms, load_norms
 from emolens.experiments import geometry as geo
-from emolens.experiments.stats import Correlation, format_correlation
 from emolens.report import figures
+from emolens.stats import Correlation, format_correlation
 from emolens.vectors import EmotionVectors
 
 #: Layers compared in the cross-layer similarity (the study used 14 evenly spaced).

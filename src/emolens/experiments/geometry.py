@@ -24,7 +24,7 @@ from scipy.spatial.distance import pdist
 
 from emolens.concepts import EMOTION_CLUSTERS
 from emolens.errors import CorpusError, EmolensError
-from emolens.experiments.stats import Correlation, pearson
+from emolens.stats import Correlation, pearson
 
 __all__ = [
     "PC_ANCHORS",

@@ -29,7 +29,8 @@ import numpy as np
 
 from emolens.concepts import CORE_EMOTIONS, SPEAKER_PROMPTS
 from emolens.errors import EmolensError
-from emolens.experiments.stats import (
+from emolens.experiments.validation import _require, _Result, read_positions, resolve_layer
+from emolens.stats import (
     Correlation,
     Rate,
     bootstrap_ci,
@@ -39,14 +40,13 @@ from emolens.experiments.stats import (
     rank_of_true,
     rate,
 )
-from emolens.experiments.validation import _require, _Result, read_positions, resolve_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from emolens.concepts import SpeakerPrompt
     from emolens.corpus import Corpus, Record
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
 __all__ = ["STUDY_R", "DialogueCheck", "SpeakerResult", "dialogue_order", "dialogue_positions",

@@ -28,7 +28,7 @@ import numpy as np
 from emolens.errors import EmolensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
 __all__ = ["NEUTRAL_PROMPTS", "SweepPoint", "SweepResult", "steering_sweep", "summarise"]
@@ -124,7 +124,7 @@ def summarise(strength: float, values: Sequence[float] | np.ndarray, n_boot: int
     >>> p.mean, p.n, bool(1.0 <= p.ci_low < 2.5 < p.ci_high <= 4.0)
     (2.5, 4, True)
     """
-    from emolens.experiments.stats import bootstrap_ci
+    from emolens.stats import bootstrap_ci
 
     v = np.asarray(values, dtype=np.float64)
     lo, hi = bootstrap_ci(v, np.mean, n_boot=n_boot, seed=seed) if len(v) > 1 else \

@@ -44,7 +44,8 @@ from emolens.concepts import (
     emotion_word_forms,
 )
 from emolens.errors import CorpusError, EmolensError, VectorFileError
-from emolens.experiments.stats import (
+from emolens.monitor import readout
+from emolens.stats import (
     Correlation,
     Rate,
     confusion_matrix,
@@ -54,14 +55,14 @@ from emolens.experiments.stats import (
     spearman,
     topk_accuracy,
 )
-from emolens.monitor import readout
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
     from emolens.concepts import FeelPrompt, IntensityTemplate, Scenario
     from emolens.corpus import Corpus
-    from emolens.model import ChatEncoding, LanguageModel
+    from emolens.lens import LanguageModel
+    from emolens.model import ChatEncoding
     from emolens.vectors import EmotionVectors
 
 __all__ = [

@@ -23,7 +23,7 @@ from emolens.report.figures import save_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.corpus import Corpus
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from emolens.experiments.stats import format_rate, rate
 from emolens.report.figures import fig_layer_curve
+from emolens.stats import format_rate, rate
 from emolens.vectors import EmotionVectors
 
 

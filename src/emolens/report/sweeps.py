@@ -11,7 +11,7 @@ from emolens.experiments.steering_sweep import SweepResult, steering_sweep
 from emolens.report.figures import fig_bar_ci
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.model import LanguageModel
+    from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
 CONTRASTS = (("happy", "sad"), ("calm", "desperate"))
