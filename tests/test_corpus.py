@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import warnings
@@ -15,6 +14,8 @@ from emolens import corpus as C
 from emolens.concepts.emotions import EMOTIONS
 from emolens.concepts.topics import TOPICS, is_held_out_topic
 from emolens.corpus import Corpus, Record, check_corpus, corpus_stats, generate_corpus, load_corpus
+from emolens.corpus.io import load_curated
+from emolens.corpus.textcheck import NearDupIndex
 from emolens.errors import CorpusError, EmolensError
 
 # A vocabulary of emotion-free words, for texts whose 5-gram shingles never collide.
@@ -214,7 +215,7 @@ def test_curated_conversion_on_crafted_data(tmp_path):
                "turns": [{"role": "user", "content": "2+2?"},
                          {"role": "assistant", "content": "4"}]}
     (tmp_path / "neutral_dialogues.jsonl").write_text(json.dumps(neutral) + "\n")
-    c = C._load_curated(tmp_path)
+    c = load_curated(tmp_path)
     assert [r.id for r in c] == ["story/calm/t003/0", "story/calm/t003/1", "story/sad/t004/0",
                                  "neutral/code/0"]
     calm0, calm1, sad, n = c.records
@@ -231,12 +232,12 @@ def test_curated_conversion_on_crafted_data(tmp_path):
     (tmp_path / "stories" / "part_1.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(CorpusError, match=r"part_1\.jsonl:4: unknown emotion 'glum-ish'"):
-        C._load_curated(tmp_path)
+        load_curated(tmp_path)
     rows[-1] = {"emotion": "sad", "topic": 100, "person": "first", "text": long}
     (tmp_path / "stories" / "part_1.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(CorpusError, match=r"part_1\.jsonl:4: topic 100"):
-        C._load_curated(tmp_path)
+        load_curated(tmp_path)
 
 
 def test_shipped_corpus_is_complete():
@@ -289,7 +290,7 @@ def test_near_duplicate_index_matches_brute_force():
         for _ in range(rng.randint(1, 4)):
             words[rng.randrange(1, len(words) - 1)] = rng.choice(_VOCAB)
         texts.append(" ".join(words))
-    index = C._NearDupIndex()
+    index = NearDupIndex()
     n_found = 0
     for n, t in enumerate(texts):
         key, jac = index.add("g", t, key=n)
@@ -389,6 +390,22 @@ def test_generation_resumes_after_kill_and_torn_line(tmp_path):
     assert len(_lines(path)) == 12
 
 
+def test_generation_keeps_a_complete_last_record_that_lacks_its_newline(tmp_path):
+    emotions, topics = ["calm", "sad"], [0, 1]
+    generate_corpus(FakeLM(), tmp_path, emotions=emotions, topics=topics, batch_size=3,
+                    progress=False)
+    path = tmp_path / "stories.jsonl"
+    full = path.read_text()
+    lines = full.splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1].rstrip("\n"))  # only the newline is lost
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is torn: no warning
+        s = generate_corpus(FakeLM(), tmp_path, emotions=emotions, topics=topics,
+                            progress=False)
+    assert (s.skipped, s.generated) == (4, 0)
+    assert path.read_text() == full  # the record is kept and its newline restored
+
+
 def test_generation_flags_crafted_outputs(tmp_path):
     dup = _text("same story", 40)
     replies = {
@@ -474,6 +491,20 @@ def test_generation_rejects_bad_arguments_and_mixed_authors(tmp_path):
         generate_corpus(other, tmp_path, emotions=["calm"], topics=2, progress=False)
 
 
+def test_an_output_path_that_is_a_file_is_a_clean_error(tmp_path):
+    blocker = tmp_path / "corpus"
+    blocker.write_text("not a folder")
+    with pytest.raises(EmolensError, match="not one"):
+        generate_corpus(FakeLM(), blocker, emotions=["calm"], topics=1, progress=False)
+    with pytest.raises(EmolensError, match="not one"):
+        Corpus([_story(0, "calm", 0)]).save(blocker)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "stories.jsonl").mkdir()  # the log itself is a folder
+    with pytest.raises(EmolensError, match="it is a directory"):
+        generate_corpus(FakeLM(), tmp_path / "d", emotions=["calm"], topics=1, progress=False)
+    assert blocker.read_text() == "not a folder"
+
+
 # ------------------------------------------------------------------------------ check and stats
 
 
@@ -549,33 +580,23 @@ def test_corpus_stats_numbers():
     assert (q["p25"], q["p50"], q["mean"]) == (20.0, 30.0, 30.0)
 
 
-def test_wilson_interval_known_value():
-    lo, hi = C._wilson(5, 10)
+def test_rates_carry_the_wilson_interval():
+    recs = [_story(0, "calm", t, flags=["empty"] if t % 2 else []) for t in range(10)]
+    r = corpus_stats(Corpus(recs))["flagged_rate"]
+    assert (r["k"], r["n"], r["rate"]) == (5, 10, 0.5)
+    lo, hi = r["ci95"]
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    empty = corpus_stats(Corpus([]))["leak_rate"]
+    assert empty == {"k": 0, "n": 0, "rate": 0.0, "ci95": [0.0, 1.0]}
 
 
 # ------------------------------------------------------------------------------ CLI
 
 
 def _run_cli(argv: list[str]) -> int:
-    try:
-        from emolens.cli import main
-    except ImportError:
-        main = None
-    if main is not None:
-        try:
-            return main(argv)
-        except SystemExit as exc:  # main may exit rather than return
-            return int(exc.code or 0)
-    from emolens.cli import corpus as cli_corpus
+    from emolens.cli import main
 
-    parser = argparse.ArgumentParser(prog="emolens")
-    cli_corpus.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except EmolensError:
-        return 2
+    return main(argv)
 
 
 def test_cli_check_and_stats_exit_codes(tmp_path, capsys):
@@ -607,28 +628,15 @@ def test_cli_check_and_stats_exit_codes(tmp_path, capsys):
 
 
 def test_cli_generate_runs_the_loaded_model(tmp_path, monkeypatch, capsys):
-    import importlib
-    import sys
-    import types
+    from emolens.cli import corpus as cli_corpus
 
-    try:
-        common = importlib.import_module("emolens.cli.common")
-    except ModuleNotFoundError:  # the lead's module is not there yet: stand in for it
-        common = types.ModuleType("emolens.cli.common")
-
-        def add_model_args(parser):
-            for opt in ("--model", "--dtype", "--device"):
-                parser.add_argument(opt, default=None)
-
-        common.add_model_args = add_model_args
-        monkeypatch.setitem(sys.modules, "emolens.cli.common", common)
     seen = {}
 
     def fake_load(args):
         seen["model"] = args.model
         return FakeLM()
 
-    monkeypatch.setattr(common, "load_model_from_args", fake_load, raising=False)
+    monkeypatch.setattr(cli_corpus, "load_model_from_args", fake_load)
     out = tmp_path / "gen"
     argv = ["corpus", "generate", "--model", "tiny", "--out", str(out), "--emotions",
             "calm,sad", "--topics", "2", "--per-topic", "2", "--batch-size", "3",

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from emolens.cli.common import add_model_args, load_model_from_args
 from emolens.concepts.emotions import EMOTIONS
 from emolens.corpus import check_corpus, corpus_stats, generate_corpus, load_corpus
 from emolens.errors import CorpusError
@@ -35,20 +36,6 @@ def _topics(value: str) -> int | list[int]:
             f"expected a count or comma-separated topic ids, got {value!r}") from None
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    try:
-        from emolens.cli.common import add_model_args
-    except ModuleNotFoundError as exc:
-        if exc.name != "emolens.cli.common":
-            raise
-        # The shared helper is not there (yet): offer the same three options.
-        parser.add_argument("--model", default="default", help="model spec (default: default)")
-        parser.add_argument("--dtype", default=None, help="torch dtype, e.g. float32, bfloat16")
-        parser.add_argument("--device", default=None, help="device, e.g. cpu, cuda")
-        return
-    add_model_args(parser)
-
-
 def register(subparsers: Any) -> None:
     """Add ``corpus generate|check|stats`` to the ``emolens`` command's subparsers."""
     corpus = subparsers.add_parser(
@@ -63,7 +50,7 @@ def register(subparsers: Any) -> None:
         description="Let a model write stories or dialogues into DIR. Append-only: rerun the "
                     "same command after an interruption to finish the job.",
     )
-    _add_model_args(gen)
+    add_model_args(gen)
     gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
     gen.add_argument("--kind", choices=("stories", "neutral", "dialogues"), default="stories")
     gen.add_argument("--emotions", type=_csv, default=None, metavar="A,B,...",
@@ -101,9 +88,6 @@ def register(subparsers: Any) -> None:
 
 def generate_handler(args: argparse.Namespace) -> int:
     """Run :func:`emolens.corpus.generate_corpus` with a model loaded from the arguments."""
-    # Lazy: model loading imports torch, which `emolens --help` should not pay for.
-    from emolens.cli.common import load_model_from_args
-
     lm = load_model_from_args(args)
     s = generate_corpus(
         lm, args.out, kind=args.kind, emotions=args.emotions, topics=args.topics,

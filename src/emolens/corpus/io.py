@@ -1,0 +1,243 @@
+"""Reading corpora: JSONL files and directories, and the curated corpus shipped with emolens.
+
+>>> corpus = load_corpus("default")
+>>> corpus.source, corpus.stories()[0].author
+('default', 'emolens-curated')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from emolens.concepts.emotions import EMOTIONS
+from emolens.concepts.topics import TOPICS, is_held_out_topic
+from emolens.corpus.records import Corpus, Record, render_turns
+from emolens.corpus.textcheck import NearDupIndex, dup_group, own_emotions, quality_flags
+from emolens.errors import CorpusError
+
+__all__ = [
+    "CURATED_AUTHOR",
+    "CURATED_PROMPT_VERSION",
+    "load_corpus",
+    "load_curated",
+    "read_jsonl",
+    "read_records",
+]
+
+CURATED_AUTHOR = "emolens-curated"
+CURATED_PROMPT_VERSION = "curated-v1"
+
+_DATA_DIR = Path(__file__).resolve().parent.parent / "concepts" / "data"
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) from a JSONL file, streaming.
+
+    A torn last line (no newline and not valid JSON: what a kill mid-write leaves) is
+    skipped with a warning; any other bad line raises CorpusError naming file and line.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
+    >>> _ = p.write_text('{"a": 1}\\n\\n{"a": 2}\\n')
+    >>> list(read_jsonl(p))
+    [(1, {'a': 1}), (3, {'a': 2})]
+    """
+    path = Path(path)
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed in the finally below
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        i = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{path}:{i + 1}: not UTF-8 text ({exc.reason})") from None
+            if not line:
+                return
+            i += 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if not line.endswith("\n"):
+                    # What a kill mid-write leaves behind; everything before it is intact.
+                    warnings.warn(f"{path}:{i}: ignoring torn last line", stacklevel=3)
+                    return
+                raise CorpusError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise CorpusError(f"{path}:{i}: expected a JSON object")
+            yield i, obj
+    finally:
+        f.close()
+
+
+def read_records(path: str | os.PathLike[str]) -> list[Record]:
+    """Every :class:`Record` of one JSONL file; a bad record raises CorpusError with its line.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "n.jsonl"
+    >>> _ = p.write_text(Record(id="n/0", kind="neutral", text="hi").to_json() + "\\n")
+    >>> [r.id for r in read_records(p)]
+    ['n/0']
+    """
+    out = []
+    for i, obj in read_jsonl(path):
+        try:
+            out.append(Record.from_json(obj))
+        except CorpusError as exc:
+            raise CorpusError(f"{path}:{i}: {exc}") from None
+        except TypeError as exc:
+            raise CorpusError(f"{path}:{i}: {exc}") from None
+    return out
+
+
+def load_corpus(path: str | os.PathLike[str]) -> Corpus:
+    """Load a corpus directory (or one JSONL file) written by this package, or ``"default"``.
+
+    ``"default"`` is the curated corpus shipped with emolens, converted on the fly (author
+    ``emolens-curated``, prompt version ``curated-v1``), with quality flags computed.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = Corpus([Record(id="n/0", kind="neutral", text="User: a\\n\\nAssistant: b")]).save(d)
+    >>> len(load_corpus(d).neutral())
+    1
+    """
+    if str(path) == "default":
+        return load_curated()
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = sorted(p.glob("*.jsonl"))
+        if not files:
+            raise CorpusError(f"{p}: no .jsonl files in this directory")
+    else:
+        raise CorpusError(f"{p}: no such corpus directory or file")
+    records: list[Record] = []
+    for f in files:
+        records.extend(read_records(f))
+    return Corpus(records, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------
+# The curated corpus
+# --------------------------------------------------------------------------------------------
+
+
+def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise CorpusError(f"{where}: missing key {key!r}")
+    val = obj[key]
+    if not isinstance(val, types) or isinstance(val, bool):
+        raise CorpusError(f"{where}: key {key!r} has the wrong type ({type(val).__name__})")
+    return val
+
+
+def _known(emotion: str, where: str) -> str:
+    if emotion not in EMOTIONS:
+        raise CorpusError(f"{where}: unknown emotion {emotion!r}")
+    return emotion
+
+
+def _curated_turns(obj: dict[str, Any], where: str) -> list[dict[str, str]]:
+    turns = _require(obj, "turns", list, where)
+    if not turns:
+        raise CorpusError(f"{where}: empty turns")
+    out = []
+    for t in turns:
+        if (not isinstance(t, dict) or t.get("role") not in ("user", "assistant")
+                or not isinstance(t.get("content"), str)):
+            raise CorpusError(f"{where}: each turn needs role user|assistant and content")
+        out.append({"role": t["role"], "content": t["content"]})
+    return out
+
+
+def load_curated(data_dir: str | os.PathLike[str] | None = None) -> Corpus:
+    """Convert curated data (``stories/part_*.jsonl``, ``neutral_dialogues.jsonl``,
+    ``speaker_dialogues.jsonl``) into a corpus with ids, splits and quality flags.
+
+    ``data_dir`` defaults to the data shipped in ``emolens/concepts/data``; this is what
+    ``load_corpus("default")`` returns.
+
+    >>> len(load_curated().stories()) >= 12 * 171
+    True
+    """
+    d = Path(data_dir) if data_dir is not None else _DATA_DIR
+    story_files = sorted((d / "stories").glob("part_*.jsonl"))
+    if not story_files:
+        raise CorpusError(f"{d / 'stories'}: no curated story files (part_*.jsonl)")
+    base = {"author": CURATED_AUTHOR, "prompt_version": CURATED_PROMPT_VERSION}
+    records: list[Record] = []
+    n_seen: Counter[tuple[Any, ...]] = Counter()
+    for f in story_files:
+        for i, obj in read_jsonl(f):
+            where = f"{f}:{i}"
+            emotion = _known(_require(obj, "emotion", str, where), where)
+            topic = _require(obj, "topic", int, where)
+            person = _require(obj, "person", str, where)
+            text = _require(obj, "text", str, where)
+            if not 0 <= topic < len(TOPICS):
+                raise CorpusError(f"{where}: topic {topic} out of range 0..{len(TOPICS) - 1}")
+            k = n_seen[(emotion, topic)]
+            n_seen[(emotion, topic)] += 1
+            records.append(Record(
+                id=f"story/{emotion}/t{topic:03d}/{k}", kind="story", emotion=emotion,
+                topic=topic, text=text.strip(),
+                split="heldout" if is_held_out_topic(topic) else "train",
+                person=person, **base,
+            ))
+    neutral_path = d / "neutral_dialogues.jsonl"
+    if neutral_path.exists():
+        for i, obj in read_jsonl(neutral_path):
+            where = f"{neutral_path}:{i}"
+            category = _require(obj, "category", str, where)
+            system = obj.get("system")
+            if system is not None and not isinstance(system, str):
+                raise CorpusError(f"{where}: key 'system' must be a string or null")
+            turns = _curated_turns(obj, where)
+            if system:
+                turns = [{"role": "system", "content": system}, *turns]
+            k = n_seen[("neutral", category)]
+            n_seen[("neutral", category)] += 1
+            records.append(Record(
+                id=f"neutral/{category}/{k}", kind="neutral", text=render_turns(turns),
+                turns=turns, category=category, **base,
+            ))
+    speaker_path = d / "speaker_dialogues.jsonl"
+    if speaker_path.exists():
+        for i, obj in read_jsonl(speaker_path):
+            where = f"{speaker_path}:{i}"
+            user = _known(_require(obj, "user_emotion", str, where), where)
+            assistant = _known(_require(obj, "assistant_emotion", str, where), where)
+            turns = _curated_turns(obj, where)
+            k = n_seen[("dialogue", user, assistant)]
+            n_seen[("dialogue", user, assistant)] += 1
+            records.append(Record(
+                id=f"dialogue/{user}/{assistant}/{k}", kind="dialogue", text=render_turns(turns),
+                turns=turns, user_emotion=user, assistant_emotion=assistant, **base,
+            ))
+    _flag_all(records)
+    return Corpus(records, source="default")
+
+
+def _flag_all(records: list[Record]) -> None:
+    """Compute write-time flags for records that have none (the curated corpus)."""
+    index = NearDupIndex()
+    for r in records:
+        flags = quality_flags(r.text, emotions=own_emotions(r), kind=r.kind, finished=True,
+                              turns=r.turns)
+        if index.is_near_duplicate(dup_group(r), r.text):
+            flags.append("near_duplicate")
+        r.flags = flags
