@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 from conftest import tiny_lm
-from test_monitor import tiny_vectors
+from test_readout import tiny_vectors
 
 from emolens.cli import main
 from emolens.loading import load_model
-from emolens.monitor import read
+from emolens.readout import read
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_lm
-from test_monitor import tiny_vectors
+from test_readout import tiny_vectors
 
+from emolens.alerts import Guard
 from emolens.errors import EmolensError, LayerError, SteeringError
-from emolens.generation import left_pad
-from emolens.monitor import AlertEngine, AlertRule
 from emolens.steer import (
     build_steering,
     char_span_tokens,
-    guardrail,
     parse_strengths,
     steering,
 )
+from emolens.vectors import Direction
 
 STRONG = {"happy": 1.5, "angry": -1.0}  # tiny random models need a strong push to change tokens
 PROMPT = "She was furious when the letter"
@@ -68,11 +67,23 @@ def test_delta_is_strength_times_residual_scale_times_unit_direction(llama_lm):
     assert all(not m._forward_hooks for m in llama_lm.layers)
 
 
-def test_direction_steering_needs_a_scale(llama_lm):
+def test_a_direction_from_the_file_knows_its_scale(llama_lm):
+    vecs = tiny_vectors(llama_lm)
+    calm = build_steering(llama_lm, vecs["calm"], 0.1, layers=1)
+    by_name = build_steering(llama_lm, vecs, {"calm": 0.1}, layers=1)
+    torch.testing.assert_close(calm.deltas[1], by_name.deltas[1])
+    with llama_lm.steer(vecs["calm"], strength=0.1, layers=1) as plan:
+        torch.testing.assert_close(plan.deltas[1], by_name.deltas[1])
+    with pytest.raises(SteeringError, match="once"):
+        llama_lm.steer(vecs["calm"], 0.1, strength=0.1)
+
+
+def test_a_hand_made_direction_needs_a_scale(llama_lm):
     vecs = tiny_vectors(llama_lm)
     d = vecs["happy"] - vecs["angry"]
+    bare = Direction("mine", {1: np.asarray(d.at(1))})
     with pytest.raises(SteeringError, match="scale"):
-        build_steering(llama_lm, d, 0.5)
+        build_steering(llama_lm, bare, 0.5)
     plan = build_steering(llama_lm, d, 0.5, scale=4.0, layers=1)
     unit = d.at(1) / np.linalg.norm(d.at(1))
     np.testing.assert_allclose(plan.deltas[1][0, 0].numpy(), 2.0 * unit, atol=1e-6)
@@ -91,8 +102,9 @@ def test_steering_errors_are_clear(llama_lm):
         build_steering(llama_lm, vecs, {"happy": 0.1}, positions="middle")
     with pytest.raises(SteeringError, match="token range"):
         build_steering(llama_lm, vecs, {"happy": 0.1}, positions=(5, 2))
-    with pytest.raises(SteeringError, match="not finite"):
-        build_steering(llama_lm, vecs, {"happy": float("nan")})
+    for bad in (float("nan"), 1e300, -11.0):
+        with pytest.raises(SteeringError, match="finite number within"):
+            build_steering(llama_lm, vecs, {"happy": bad})
     with pytest.raises(LayerError):
         build_steering(llama_lm, vecs, {"happy": 0.1}, layers=9)
     no_norms = tiny_vectors(llama_lm, norms=False)
@@ -142,7 +154,8 @@ def test_kv_cache_equals_no_cache_in_a_left_padded_batch():
     for positions in ("generated", "prompt", (1, 3)):
         with steering(lm, vecs, rows, layers=1, positions=positions), step_logits(lm) as seen:
             outs = lm.generate_text(prompts, max_new_tokens=n)
-        ids, mask = left_pad(enc, lm.tokenizer.pad_token_id, "cpu")
+        batch = lm.pad(enc, side="left")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         width = ids.shape[1]
         with steering(lm, vecs, rows, layers=1, positions=positions, prompt_len=width):
             for t in range(n):
@@ -213,10 +226,11 @@ def test_guardrail_steering_is_off_before_the_alert_and_on_after():
     thr = float(angry[:k].max() + angry[k]) / 2
     with step_logits(lm) as plain_logits:
         list(lm.stream(PROMPT, max_new_tokens=n, monitor=vecs))
-    with guardrail(lm, vecs, {"happy": 2.0}, layers=1) as guard, step_logits(lm) as logits:
-        engine = AlertEngine(vecs.emotions, [AlertRule("angry", thr)], callback=guard.on_alert)
-        steps = list(lm.stream(PROMPT, max_new_tokens=n, monitor=vecs, rules=engine))
-    assert guard.triggered_at == k and guard.rule == f"angry>{thr:g}"
+    with step_logits(lm) as logits:
+        steps = list(lm.stream(PROMPT, max_new_tokens=n, monitor=vecs,
+                               guard=Guard(f"angry>{thr!r}", {"happy": 2.0}),
+                               guard_layers=1))
+    assert steps[k].alerts[0].rule == f"angry>{thr!r}"
     assert steps[k].alerts and not any(s.alerts for s in steps[:k])
     # forward j reads in token j-1 and samples token j.  Token k's alert is raised after
     # forward k+1, so forwards 0..k+1 are unsteered and forward k+2 on are steered.
@@ -233,8 +247,6 @@ def test_guardrail_steering_is_off_before_the_alert_and_on_after():
             ref = no_cache_logits(lm, torch.tensor([prompt + gen[:j]]))
             torch.testing.assert_close(logits[j], ref, atol=1e-4, rtol=1e-4)
             assert int(ref.argmax()) == gen[j]
-    guard.reset()
-    assert not guard.steering.active and guard.triggered_at is None
 
 
 def test_char_span_tokens_maps_through_offsets(llama_lm):
@@ -251,7 +263,7 @@ def test_char_span_tokens_maps_through_offsets(llama_lm):
 # ---- the dose-response sweep ---------------------------------------------------------------
 def test_steering_sweep_on_a_tiny_model_matches_a_manual_computation():
     from emolens.experiments.steering_sweep import steering_sweep
-    from emolens.monitor import read
+    from emolens.readout import read
 
     lm = tiny_lm("llama")
     vecs = tiny_vectors(lm)

@@ -33,3 +33,7 @@ class VectorFileError(EmolensError):
 
 class SteeringError(EmolensError):
     """A steering or monitoring request is malformed (unknown emotion, zero norm, bad span)."""
+
+
+class FileWriteError(EmolensError):
+    """A file cannot be written where asked: not a regular file, a symlink, or an OS error."""

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emolens.errors import EmolensError
+from emolens.errors import FileWriteError
 
 __all__ = [
     "FileWriteError",
@@ -49,10 +49,6 @@ _KINDS = (
     (stat.S_ISFIFO, "a named pipe"),
     (stat.S_ISSOCK, "a socket"),
 )
-
-
-class FileWriteError(EmolensError):
-    """A file cannot be written where asked: not a regular file, a symlink, or an OS error."""
 
 
 def _umask() -> int:

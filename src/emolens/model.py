@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,25 @@ from torch import nn
 from emolens import hooks
 from emolens.architecture import ModelParts, find_parts
 from emolens.errors import EmolensError, LayerError
+
+#: TransformerLens' name for the output of block i, which is emolens layer i.
+_TL_NAME = re.compile(r"blocks\.(-?\d+)\.hook_resid_post")
+
+
+def default_layer(n_layers: int, among: Sequence[int] | None = None) -> int:
+    """The one default layer rule: the layer nearest two thirds of the depth (of ``among``).
+
+    Used wherever no layer is given and no vector file recommends one.
+
+    >>> default_layer(30), default_layer(30, among=[10, 14, 25])
+    (20, 25)
+    """
+    target = 2.0 * n_layers / 3.0
+    layers = list(among) if among is not None else list(range(n_layers))
+    if not layers:
+        raise LayerError("no layers to choose a default from")
+    return min(layers, key=lambda x: (abs(x - target), x))
+
 
 #: What the one input normaliser accepts: a text, a chat, or token ids.
 Input = str | Sequence[dict[str, str]] | Sequence[int]
@@ -167,10 +187,15 @@ class ModelAdapter:
         return layers[0]
 
     def resolve_layers(self, spec: int | float | str | Sequence[int | float]) -> list[int]:
-        """Layer ids from ``"all"``, an int, a fraction, ``"0.66"``, ``"3,7"`` or ``"4-9"``."""
+        """Layer ids from ``"all"``, an int, a fraction, ``"0.66"``, ``"3,7"``, ``"4-9"``, or
+        TransformerLens names (``"blocks.2.hook_resid_post"``: the same layer ``2``).
+
+        >>> lm.resolve_layers("blocks.2.hook_resid_post"), lm.resolve_layers("1-3")
+        ([2], [1, 2, 3])
+        """
         n = self.n_layers
         if isinstance(spec, str):
-            text = spec.strip().lower()
+            text = _TL_NAME.sub(r"\1", spec.strip().lower())
             if text == "all":
                 return list(range(n))
             parts: list[int | float] = []
@@ -339,7 +364,8 @@ class ModelAdapter:
         store = hooks.run_capture(lambda: self.forward(batch), self.layer_modules(layers),
                                   reduce=lambda _i, h: hooks.masked_sum(h, mask),
                                   early_exit=early_exit)
-        sums = torch.stack([store[i] for i in layers], dim=1)
+        # gathered on the CPU first: under device_map="auto" the layers live on several devices
+        sums = torch.stack([store[i].cpu() for i in layers], dim=1)
         return sums.cpu(), mask.sum(-1).cpu()
 
 

@@ -34,6 +34,7 @@ import torch
 
 from emolens import hooks
 from emolens.errors import SteeringError
+from emolens.model import default_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.model import ChatEncoding
@@ -41,10 +42,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from emolens.vectors import Direction, EmotionVectors
 
 NAMED_POSITIONS = ("all", "prompt", "generated", "assistant_start")
+#: Strengths beyond this (10x the residual norm) only produce noise; refused as a typo.
+MAX_STRENGTH = 10.0
 Strengths = Mapping[Any, float]
 
 __all__ = ["NAMED_POSITIONS", "Guardrail", "Steering", "apply_steering", "build_steering",
-           "char_span_tokens", "guardrail", "parse_strengths", "steering"]
+           "char_span_tokens", "parse_strengths", "steering"]
 
 
 def char_span_tokens(encoding: ChatEncoding, start: int, end: int) -> tuple[int, int]:
@@ -88,8 +91,10 @@ def _delta_rows(vectors: EmotionVectors | None, rows: Sequence[Strengths], layer
     out: np.ndarray | None = None
     for r, strengths in enumerate(rows):
         for key, strength in strengths.items():
-            if not math.isfinite(float(strength)):
-                raise SteeringError(f"steering strength for {key!r} is not finite: {strength}")
+            if not math.isfinite(float(strength)) or abs(float(strength)) > MAX_STRENGTH:
+                raise SteeringError(f"steering strength for {getattr(key, 'name', key)!r} must be "
+                                    f"a finite number within ±{MAX_STRENGTH:g} (a fraction of "
+                                    f"the residual norm; 0.05 gentle, 0.5 strong), got {strength}")
             direction = vectors[key] if isinstance(key, str) and vectors is not None else key
             if isinstance(key, str) and vectors is None:
                 raise SteeringError(f"steering by name ({key!r}) needs an EmotionVectors file")
@@ -98,7 +103,12 @@ def _delta_rows(vectors: EmotionVectors | None, rows: Sequence[Strengths], layer
                 out = np.zeros((len(rows), unit.shape[0]), dtype=np.float64)
             if strength == 0:
                 continue
-            s = scale if scale is not None else vectors.residual_scale(layer, robust=robust)
+            if scale is not None:
+                s = scale
+            elif vectors is not None:
+                s = vectors.residual_scale(layer, robust=robust)
+            else:
+                s = direction.residual_scale(layer, robust=robust)
             out[r] += float(strength) * s * unit
     if out is None:
         raise SteeringError("no steering directions given")
@@ -206,9 +216,7 @@ def build_steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
     from emolens.vectors import Direction
 
     if isinstance(vectors, Direction):
-        if scale is None:
-            raise SteeringError(f"steering with the bare direction {vectors.name!r} needs "
-                                "scale= (a residual norm); or pass the EmotionVectors file")
+        vectors.check_model(lm)
         if isinstance(strengths, (int, float)):
             strengths = {vectors: float(strengths)}
         elif isinstance(strengths, Sequence) and all(
@@ -216,10 +224,11 @@ def build_steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
             strengths = [{vectors: float(s)} for s in strengths]  # one strength per row
         direction, file = vectors, None
     else:
+        vectors.check_model(lm)
         direction, file = None, vectors
         if isinstance(strengths, (int, float)):
-            raise SteeringError("a bare strength needs a Direction; with a vector file pass "
-                                "{'calm': 0.1}")
+            raise SteeringError("a bare strength needs a Direction (vecs['calm']); with a "
+                                "vector file pass {'calm': 0.1}")
     rows = _rows(strengths)
     positions = _check_positions(positions)
     if layers is not None:
@@ -227,7 +236,7 @@ def build_steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
     elif file is not None:
         layer_ids = [file.default_layer]
     else:
-        layer_ids = [min(direction.layers, key=lambda x: abs(x - 2 * lm.n_layers / 3))]
+        layer_ids = [default_layer(lm.n_layers, among=direction.layers)]
     deltas = {}
     for layer in layer_ids:
         d = torch.from_numpy(_delta_rows(file, rows, layer, robust, scale))
@@ -242,10 +251,15 @@ def steering(lm: LanguageModel, vectors: EmotionVectors | Direction,
              prompt_len: int | None = None) -> Iterator[Steering]:
     """Steer every forward of ``lm`` run inside the ``with`` block.
 
-    >>> with lm.steer(vecs, {"calm": 0.1, "desperate": -0.05}):  # doctest: +SKIP
-    ...     print(lm.generate_text(["Tell me about your day."])[0].text)
-    >>> with lm.steer(vecs, [{"happy": 0.2}, {"sad": 0.2}], positions="generated"):
-    ...     two = lm.generate_text(["Hi!", "Hi!"])  # doctest: +SKIP
+    >>> plain = lm.generate("Tell me about your day.", max_new_tokens=6)
+    >>> with steering(lm, vecs, {"calm": 0.5, "desperate": -0.5}):
+    ...     steered = lm.generate("Tell me about your day.", max_new_tokens=6)
+    >>> with steering(lm, vecs["calm"], 0.5):                 # a Direction knows its scale
+    ...     also = lm.generate("Tell me about your day.", max_new_tokens=6)
+    >>> with steering(lm, vecs, [{"happy": 0.2}, {"sad": 0.2}], positions="generated"):
+    ...     two = lm.generate_text(["Hi!", "Hi!"], max_new_tokens=4)
+    >>> isinstance(steered, str), len(two)
+    (True, 2)
 
     All-zero strengths install no hook, so the output is bit-identical to no steering.
     """
@@ -273,7 +287,8 @@ def apply_steering(lm: LanguageModel, plan: Steering) -> Iterator[Steering]:
 class Guardrail:
     """Conditional steering: off until an alert fires, then on for the rest of the run.
 
-    Pass :meth:`on_alert` as the :class:`emolens.monitor.AlertEngine` callback.  A
+    Pass :meth:`on_alert` as the :class:`emolens.alerts.AlertEngine` callback (the
+    :class:`emolens.alerts.Watch` wiring does).  A
     token's scores are known one forward after it is sampled, so steering first acts on
     the forward that reads in the token *after* the one that crossed the threshold
     (and on every later one).
@@ -298,22 +313,3 @@ class Guardrail:
         self.steering.active = False
         self.triggered_at = None
         self.rule = None
-
-
-@contextmanager
-def guardrail(lm: LanguageModel, vectors: EmotionVectors, strengths: Strengths, *,
-              layers: Any = None, positions: Any = "generated", robust: bool = True
-              ) -> Iterator[Guardrail]:
-    """Install steering that stays off until :meth:`Guardrail.on_alert` is called.
-
-    >>> from emolens.monitor import AlertEngine, AlertRule
-    >>> with guardrail(lm, vecs, {"calm": 0.2, "desperate": -0.1}) as guard:  # doctest: +SKIP
-    ...     rules = AlertEngine(vecs.emotions, [AlertRule("desperate", 0.05, window=4)],
-    ...                         callback=guard.on_alert)
-    ...     text = "".join(s.text for s in lm.stream(prompt, monitor=vecs, rules=rules))
-    """
-    plan = build_steering(lm, vectors, strengths, layers=layers, positions=positions,
-                          robust=robust)
-    guard = Guardrail(plan)
-    with apply_steering(lm, plan):
-        yield guard

@@ -17,9 +17,16 @@ import sys
 import zlib
 from typing import Any
 
-from emolens.cli.generate import Session, add_generation_args, check_generation_args
-from emolens.cli.probe import add_vector_args, load_vectors_from_args, parse_layer
-from emolens.errors import EmolensError
+from emolens.cli.generate import steering_context
+from emolens.cli.options import (
+    add_generation_args,
+    add_vector_args,
+    describe_alert,
+    load_vectors_from_args,
+    parse_layer,
+    positive_int,
+    watch_from_args,
+)
 
 # distinct foreground colours of the xterm 256-colour palette
 PALETTE = (196, 208, 220, 118, 46, 51, 33, 21, 93, 201, 205, 130, 109, 250)
@@ -54,7 +61,7 @@ def register(subparsers: Any) -> None:
     add_vector_args(p)
     add_generation_args(p, max_new_tokens=128)
     p.add_argument("--system", default=None, help="a system message")
-    p.add_argument("--top", type=int, default=3, metavar="K",
+    p.add_argument("--top", type=positive_int, default=3, metavar="K",
                    help="top emotions shown after each turn (default 3)")
     p.add_argument("--no-color", action="store_true",
                    help="plain text (also when the NO_COLOR environment variable is set)")
@@ -66,19 +73,15 @@ def run(args: argparse.Namespace) -> int:
 
     from emolens.cli.common import load_model_from_args
 
-    check_generation_args(args)
-    if args.top < 1:
-        raise EmolensError("--top must be >= 1")
     colour = not args.no_color and not os.environ.get("NO_COLOR")
     lm = load_model_from_args(args)
     vecs = load_vectors_from_args(args, lm)
     out = sys.stdout
 
     def show_alert(alert: Any) -> None:
-        out.write(f"\n  [alert] {alert.rule} at token {alert.token_index} "
-                  f"({alert.value:+.3f})\n")
+        out.write(f"\n  {describe_alert(alert)}\n")
 
-    session = Session(args, lm, vecs, on_alert=show_alert)
+    watch = watch_from_args(args, lm, vecs, on_alert=show_alert)
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict[str, str]] = list(system)
     interactive = sys.stdin.isatty()
@@ -100,14 +103,13 @@ def run(args: argparse.Namespace) -> int:
             out.write("(conversation cleared)\n")
             continue
         history.append({"role": "user", "content": message})
-        session.reset()
         out.write("assistant> ")
         scores, pieces, ids = [], [], []
-        with session.installed():
+        with steering_context(args, lm, vecs):
             for step in lm.stream(history, max_new_tokens=args.max_new_tokens,
                                   temperature=args.temperature, top_p=args.top_p,
                                   seed=args.seed, monitor=vecs, layer=parse_layer(args.layer),
-                                  mode=args.mode, rules=session.engine):
+                                  mode=args.mode, watch=watch):
                 strongest = vecs.emotions[int(np.argmax(step.scores))]
                 out.write(paint(step.text, strongest, colour))
                 out.flush()
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         tops = ", ".join(paint(f"{vecs.emotions[i]} {mean[i]:+.3f}", vecs.emotions[i], colour)
                          for i in order)
         out.write(f"\n  [{len(pieces)} tokens; top emotions: {tops}]\n")
-        for report in session.guard_report():
+        for report in watch.guard_report() if watch is not None else []:
             if report["triggered_at"] is not None:
                 out.write(f"  [guard {report['rule']} steered from token "
                           f"{report['triggered_at']} on]\n")

@@ -5,7 +5,8 @@
     emolens generate --prompt "..." --guard "desperate>0.05@4:calm=0.2,desperate=-0.1" --json
 
 A guard is conditional steering: nothing is added until its rule fires, then its
-steering holds for the rest of the generation.
+steering holds for the rest of the generation.  The wiring is the library's
+:class:`emolens.alerts.Watch`; this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -15,115 +16,16 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from emolens.cli.probe import add_vector_args, format_scores, load_vectors_from_args, parse_layer
-from emolens.errors import EmolensError, SteeringError
-
-POSITIONS = ("all", "prompt", "generated", "assistant_start")
-
-
-def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 64) -> None:
-    """Sampling, steering, alert and guard options (shared with ``emolens chat``)."""
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N")
-    parser.add_argument("--temperature", type=float, default=0.0, metavar="T",
-                        help="0 (default) is greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, metavar="P")
-    parser.add_argument("--seed", type=int, default=None, metavar="S")
-    parser.add_argument("--steer", action="append", default=[], metavar="NAME=STRENGTH",
-                        help="add an emotion vector (strength: fraction of the layer's "
-                             "residual norm; 0.05 gentle, 0.5 strong); repeatable")
-    parser.add_argument("--steer-layers", default=None, metavar="L",
-                        help="layer(s) to steer at (default: the vector file's default layer)")
-    parser.add_argument("--positions", choices=POSITIONS, default="all",
-                        help="which tokens --steer acts on (default: all)")
-    parser.add_argument("--alert", action="append", default=[], metavar="RULE",
-                        help="EMOTION>THRESHOLD[@WINDOW] (or <); join with & for AND; "
-                             "repeatable (turns on --monitor)")
-    parser.add_argument("--alert-log", default=None, metavar="FILE",
-                        help="append every alert to this JSONL file")
-    parser.add_argument("--guard", action="append", default=[],
-                        metavar="RULE:NAME=STRENGTH[,NAME=STRENGTH]",
-                        help="when RULE fires, steer with these vectors for the rest of the "
-                             "generation (on generated tokens); repeatable")
-
-
-def parse_guard(spec: str) -> tuple[str, dict[str, float]]:
-    """``"desperate>0.05@4:calm=0.2,desperate=-0.1"`` -> (rule text, strengths)."""
-    from emolens.steer import parse_strengths
-
-    rule, sep, steer = spec.partition(":")
-    if not sep or not rule.strip() or not steer.strip():
-        raise SteeringError(f"cannot read guard {spec!r}; write RULE:NAME=STRENGTH, e.g. "
-                            "'desperate>0.05@4:calm=0.2'")
-    return rule.strip(), parse_strengths([s for s in steer.split(",") if s.strip()])
-
-
-def check_generation_args(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 1:
-        raise EmolensError("--max-new-tokens must be >= 1")
-    if not 0 < args.top_p <= 1:
-        raise EmolensError("--top-p must be in (0, 1]")
-    if args.temperature < 0:
-        raise EmolensError("--temperature must be >= 0")
-
-
-class Session:
-    """Steering, alert rules and guards built once from the arguments; reused per turn."""
-
-    def __init__(self, args: argparse.Namespace, lm: Any, vecs: Any,
-                 on_alert: Any = None) -> None:
-        from emolens.monitor import AlertEngine, parse_rule
-        from emolens.steer import Guardrail, build_steering, parse_strengths
-
-        self.lm, self.vecs = lm, vecs
-        strengths = parse_strengths(args.steer)
-        self.steering = build_steering(lm, vecs, strengths, layers=args.steer_layers,
-                                       positions=args.positions) if strengths else None
-        self.guards = []
-        rules: list[Any] = [parse_rule(r) for r in args.alert]
-        for spec in args.guard:
-            rule_text, guard_strengths = parse_guard(spec)
-            rule = parse_rule(rule_text)
-            plan = build_steering(lm, vecs, guard_strengths, layers=args.steer_layers,
-                                  positions="generated")
-            self.guards.append((rule, Guardrail(plan)))
-            rules.append(rule)
-        self.engine = None
-        if rules:
-            def callback(alert: Any) -> None:
-                for rule, guard in self.guards:
-                    if rule.name == alert.rule:
-                        guard.on_alert(alert)
-                if on_alert is not None:
-                    on_alert(alert)
-
-            self.engine = AlertEngine(vecs.emotions, rules, callback=callback,
-                                      log_path=args.alert_log)
-        self.monitor = bool(args.monitor or rules)
-
-    def plans(self) -> list[Any]:
-        return ([self.steering] if self.steering is not None else []) + \
-            [g.steering for _r, g in self.guards]
-
-    def reset(self) -> None:
-        """Before a new generation: guards off, alert windows forgotten."""
-        for _rule, guard in self.guards:
-            guard.reset()
-        if self.engine is not None:
-            self.engine.reset()
-
-    def installed(self) -> Any:
-        """Context manager installing every steering plan (guards start switched off)."""
-        from contextlib import ExitStack
-
-        from emolens.steer import apply_steering
-
-        stack = ExitStack()
-        for plan in self.plans():
-            stack.enter_context(apply_steering(self.lm, plan))
-        return stack
-
-    def guard_report(self) -> list[dict[str, Any]]:
-        return [{"rule": rule.name, "triggered_at": g.triggered_at} for rule, g in self.guards]
+from emolens.cli.options import (
+    add_generation_args,
+    add_vector_args,
+    describe_alert,
+    format_scores,
+    load_vectors_from_args,
+    parse_layer,
+    positive_int,
+    watch_from_args,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -142,19 +44,30 @@ def register(subparsers: Any) -> None:
     add_generation_args(p)
     p.add_argument("--monitor", action="store_true",
                    help="read the emotions of every generated token")
-    p.add_argument("--top", type=int, default=3, metavar="K",
+    p.add_argument("--top", type=positive_int, default=3, metavar="K",
                    help="emotions shown per token and in the summary (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from emolens.cli.common import load_model_from_args, print_json
+def steering_context(args: argparse.Namespace, lm: Any, vecs: Any) -> Any:
+    """The --steer steering as a context manager (a no-op without --steer)."""
+    from emolens.steer import parse_strengths
 
-    check_generation_args(args)
-    if args.top < 1:
-        raise EmolensError("--top must be >= 1")
-    needs_vectors = bool(args.steer or args.monitor or args.alert or args.guard)
+    strengths = parse_strengths(args.steer)
+    if not strengths:
+        return nullcontext()
+    return lm.steer(vecs, strengths, layers=args.steer_layers, positions=args.positions)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from emolens.cli.common import load_model_from_args, print_json
+    from emolens.steer import parse_strengths
+
+    strengths = parse_strengths(args.steer)  # bad syntax fails before the model loads
+    needs_vectors = bool(strengths or args.monitor or args.alert or args.guard)
     lm = load_model_from_args(args)
     vecs = load_vectors_from_args(args, lm) if needs_vectors else None
     if args.raw:
@@ -165,17 +78,16 @@ def run(args: argparse.Namespace) -> int:
 
     def show_alert(alert: Any) -> None:
         if not args.json:
-            print(f"\n[alert] {alert.rule} at token {alert.token_index} "
-                  f"({alert.token!r}, {alert.value:+.3f})", file=sys.stderr)
+            print("\n" + describe_alert(alert), file=sys.stderr)
 
-    session = Session(args, lm, vecs, on_alert=show_alert) if vecs is not None else None
-    monitor = vecs if session is not None and session.monitor else None
+    watch = watch_from_args(args, lm, vecs, on_alert=show_alert) if vecs is not None else None
+    monitor = vecs if (args.monitor or watch is not None) else None
     steps = []
-    with session.installed() if session is not None else nullcontext():
+    with steering_context(args, lm, vecs):
         for step in lm.stream(prompt, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                               monitor=monitor, layer=parse_layer(args.layer), mode=args.mode,
-                              rules=session.engine if session is not None else None):
+                              watch=watch):
             steps.append(step)
             if not args.json and monitor is None:
                 print(step.text, end="", flush=True)
@@ -183,21 +95,17 @@ def run(args: argparse.Namespace) -> int:
     finished = len(steps) < args.max_new_tokens
     summary: list[tuple[str, float]] = []
     if monitor is not None:
-        import numpy as np
-
         mean = np.stack([s.scores for s in steps]).mean(0) if steps else np.zeros(len(vecs))
         order = np.argsort(-mean, kind="stable")[:args.top]
         summary = [(vecs.emotions[i], float(mean[i])) for i in order]
     if args.json:
-        out: dict[str, Any] = {
-            "prompt": args.prompt, "text": text, "n_tokens": len(steps), "finished": finished,
-            "steer": _strengths(args),
-        }
+        out: dict[str, Any] = {"prompt": args.prompt, "text": text, "n_tokens": len(steps),
+                               "finished": finished, "steer": strengths}
         if monitor is not None:
             out["summary"] = [{"emotion": e, "score": round(s, 6)} for e, s in summary]
             out["tokens"] = [_token_json(s, vecs, args.top) for s in steps]
-            out["alerts"] = [vars(a) for a in session.engine.fired] if session.engine else []
-            out["guards"] = session.guard_report()
+            out["alerts"] = [vars(a) for a in watch.fired] if watch is not None else []
+            out["guards"] = watch.guard_report() if watch is not None else []
         print_json(out)
         return 0
     if monitor is None:
@@ -210,18 +118,12 @@ def run(args: argparse.Namespace) -> int:
         flag = "  <- " + ", ".join(a.rule for a in s.alerts) if s.alerts else ""
         print(f"{s.index:>4}  {s.text!r:<18} {tops}{flag}")
     print(f"\n{text}\n")
-    print("top emotions: " + format_scores(summary))
-    for report in session.guard_report():
+    print("top emotions (mean over generated tokens): " + format_scores(summary))
+    for report in watch.guard_report() if watch is not None else []:
         state = f"triggered at token {report['triggered_at']}, steering from then on" \
             if report["triggered_at"] is not None else "never triggered"
         print(f"guard {report['rule']}: {state}")
     return 0
-
-
-def _strengths(args: argparse.Namespace) -> dict[str, float]:
-    from emolens.steer import parse_strengths
-
-    return parse_strengths(args.steer)
 
 
 def _token_json(step: Any, vecs: Any, top: int) -> dict[str, Any]:

@@ -2,112 +2,74 @@
 
     emolens probe --text "The dog ran off and I can't find him." --top 5
     emolens probe --file letter.txt --json
-    emolens probe --jsonl texts.jsonl --out results.jsonl   # one {"id", "text"} per line
+    emolens probe --jsonl texts.jsonl --out results.jsonl   # {"id", "text"} or {"id", "messages"}
+    emolens probe --jsonl chats.jsonl --at assistant_start --json
 
-Also home of the options the monitoring commands share (vectors, layer, read-out mode).
+The summary ranks the pooled read-out (the same numbers validation scores); ``--at
+assistant_start`` ranks the emotions at the last token of the generation prompt instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emolens.errors import CorpusError, EmolensError, VectorFileError
+from emolens.cli.options import (
+    add_vector_args,
+    format_scores,
+    load_vectors_from_args,
+    parse_layer,
+    positive_int,
+)
+from emolens.errors import CorpusError, EmolensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.lens import LanguageModel
-    from emolens.monitor import Readout
-    from emolens.vectors import EmotionVectors
+    from emolens.readout import Readout
 
-MODES = ("cosine", "centered", "projection")  # emolens.monitor.MODES, without importing torch
+AT = ("pooled", "assistant_start")
 
 
-# ---- shared by probe, generate and chat -----------------------------------------------------
-def add_vector_args(parser: argparse.ArgumentParser) -> None:
-    """--vectors, --layer, --mode."""
-    parser.add_argument("--vectors", default=None, metavar="FILE",
-                        help="emotion-vector file (default: the shipped vectors of the "
-                             "default model; required for any other model)")
-    parser.add_argument("--layer", default=None, metavar="L",
-                        help="read-out layer(s): 20, 0.66, '18,20' or '16-20' "
-                             "(default: the vector file's recommended layer)")
-    parser.add_argument("--mode", choices=MODES, default="cosine",
-                        help="cosine (default), centered (cosine after subtracting the "
-                             "file's mean training activation) or raw projection")
-
-
-def load_vectors_from_args(args: argparse.Namespace, lm: LanguageModel) -> EmotionVectors:
-    """The --vectors file checked against ``lm``, or the default model's shipped vectors."""
-    from emolens.vectors import EmotionVectors
-
-    if args.vectors:
-        return EmotionVectors.load(args.vectors, expect_model=lm.fingerprint())
-    if args.model != "default":
-        raise VectorFileError(f"--vectors FILE is required for model {args.model!r} (only the "
-                              "default model has shipped vectors); build them with "
-                              "'emolens extract'")
-    try:
-        from emolens.extract import default_vectors
-    except ImportError as exc:
-        raise VectorFileError("no default vectors in this emolens build; pass --vectors FILE"
-                              ) from exc
-    return default_vectors(lm)
-
-
-def parse_layer(spec: str | None) -> Any:
-    """A --layer value as the monitor takes it (None keeps the file's default)."""
-    return None if spec in (None, "") else spec
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def format_scores(pairs: list[tuple[str, float]]) -> str:
-    return ", ".join(f"{e} {s:+.3f}" for e, s in pairs)
-
-
-# ---- probe ----------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "probe", help="per-token emotion scores of a text and its emotions ranked",
         description="Read the emotion vectors off the residual stream of a text, token by "
-                    "token, and rank the emotions by their mean score over the text.")
+                    "token, and rank the emotions by the text's pooled read-out.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to read")
     src.add_argument("--file", metavar="F", help="read the text from a file ('-' for stdin)")
     src.add_argument("--jsonl", metavar="FILE",
-                     help="batch mode: one {\"id\", \"text\"} object per line; writes one JSON "
-                          "result per line (model loaded once)")
+                     help="batch mode: one {\"id\", \"text\"} or {\"id\", \"messages\"} object "
+                          "per line; one JSON result per line, ids in order")
     from emolens.cli.common import add_model_args
 
     add_model_args(p)
     add_vector_args(p)
-    p.add_argument("--top", type=int, default=5, metavar="K",
+    p.add_argument("--top", type=positive_int, default=5, metavar="K",
                    help="emotions per token and in the summary (default 5)")
-    p.add_argument("--window", type=int, default=1, metavar="W",
-                   help="smooth scores over the last W tokens (default 1: no smoothing)")
+    p.add_argument("--window", type=positive_int, default=1, metavar="W",
+                   help="smooth per-token scores over the last W tokens (default 1: none)")
     p.add_argument("--chat", action="store_true",
                    help="the input is a JSON list of {role, content} messages")
+    p.add_argument("--at", choices=AT, default="pooled",
+                   help="rank the text's pooled read-out (default) or the read-out at "
+                        "assistant_start (chats, read with the generation prompt added)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", metavar="FILE", help="with --jsonl: write results here (atomic)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="B")
     p.set_defaults(func=run)
+
+
+def _read_text_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmolensError(f"{path} is not UTF-8 text (byte {exc.start}); re-encode it as "
+                           "UTF-8") from None
+    except OSError as exc:
+        raise EmolensError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _input_text(args: argparse.Namespace) -> Any:
@@ -116,10 +78,7 @@ def _input_text(args: argparse.Namespace) -> Any:
     elif args.file == "-":
         text = sys.stdin.read()
     else:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise EmolensError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        text = _read_text_file(args.file)
     if args.chat:
         return _chat(text, "input")
     if not text.strip():
@@ -132,7 +91,7 @@ def _chat(value: Any, where: str) -> list[dict[str, str]]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise EmolensError(f"{where}: --chat expects a JSON list of messages ({exc.msg})"
+            raise EmolensError(f"{where}: a chat must be a JSON list of messages ({exc.msg})"
                                ) from None
     if not (isinstance(value, list) and value and all(
             isinstance(m, dict) and isinstance(m.get("role"), str)
@@ -141,11 +100,9 @@ def _chat(value: Any, where: str) -> list[dict[str, str]]:
     return value
 
 
-def _read_jsonl(path: str, chat: bool) -> list[tuple[Any, Any]]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+def read_jsonl(path: str, chat: bool = False) -> list[tuple[Any, Any]]:
+    """``(id, text or chat)`` per line of a JSONL file; line numbers name every error."""
+    lines = _read_text_file(path).splitlines()
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -155,59 +112,79 @@ def _read_jsonl(path: str, chat: bool) -> list[tuple[Any, Any]]:
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
-            raise CorpusError(f"{path} line {n}: expected an object with \"id\" and \"text\"")
-        text = obj.get("messages") if chat else obj.get("text")
-        if chat:
-            text = _chat(text if text is not None else obj.get("text"), f"{path} line {n}")
-        elif not isinstance(text, str) or not text.strip():
-            raise CorpusError(f"{path} line {n}: \"text\" must be a non-empty string")
-        items.append((obj.get("id", n), text))
+            raise CorpusError(f"{path} line {n}: expected an object with \"id\" and \"text\" "
+                              "or \"messages\"")
+        if "messages" in obj or chat:
+            value = _chat(obj.get("messages", obj.get("text")), f"{path} line {n}")
+        else:
+            value = obj.get("text")
+            if not isinstance(value, str) or not value.strip():
+                raise CorpusError(f"{path} line {n}: \"text\" must be a non-empty string")
+        items.append((obj.get("id", n), value))
     if not items:
         raise CorpusError(f"{path} holds no texts")
     return items
 
 
-def result_json(r: Readout, top: int) -> dict[str, Any]:
+def result_json(r: Readout, top: int, at: str = "pooled") -> dict[str, Any]:
     """What --json prints for one text: summary (highest first) plus per-token tops."""
-    out = r.to_json(top=top)
+    position = None
+    if at == "assistant_start":
+        if r.assistant_start is None:
+            raise EmolensError("--at assistant_start needs chats (a text has no assistant turn)")
+        position = r.assistant_start
+    out = r.to_json(top=top, at=position)
     out["emotions"] = len(r.emotions)
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     from emolens.cli.common import load_model_from_args, print_json
-    from emolens.monitor import read, read_many
+    from emolens.fileio import write_text_atomic
 
-    if args.top < 1:
-        raise EmolensError("--top must be >= 1")
     if args.out and not args.jsonl:
         raise EmolensError("--out goes with --jsonl")
-    items = _read_jsonl(args.jsonl, args.chat) if args.jsonl else None
+    items = read_jsonl(args.jsonl, args.chat) if args.jsonl else None
     text = _input_text(args) if items is None else None
+    if args.at == "assistant_start" and items is None and not args.chat:
+        raise EmolensError("--at assistant_start needs a chat (--chat or --jsonl with messages)")
     lm = load_model_from_args(args)
     vecs = load_vectors_from_args(args, lm)
-    options = dict(layer=parse_layer(args.layer), mode=args.mode, window=args.window)
+    options = dict(layer=parse_layer(args.layer), mode=args.mode, window=args.window,
+                   add_generation_prompt=args.at == "assistant_start")
     if items is not None:
-        reads = read_many(lm, [t for _id, t in items], vecs, batch_size=args.batch_size,
-                          **options)
-        lines = [json.dumps({"id": i, **result_json(r, args.top)}, ensure_ascii=False)
+        from tqdm import tqdm
+
+        with tqdm(total=len(items), desc="probe", unit="text", file=sys.stderr,
+                  disable=not sys.stderr.isatty()) as bar:
+            reads = lm.monitor_many([t for _id, t in items], vecs, batch_size=args.batch_size,
+                                    progress=bar.update, **options)
+        lines = [json.dumps({"id": i, **result_json(r, args.top, args.at)}, ensure_ascii=False)
                  for (i, _t), r in zip(items, reads, strict=True)]
         if args.out:
-            atomic_write_text(args.out, "".join(line + "\n" for line in lines))
+            write_text_atomic(args.out, "".join(line + "\n" for line in lines))
             print(f"wrote {len(lines)} results to {args.out}", file=sys.stderr)
         else:
             sys.stdout.write("".join(line + "\n" for line in lines))
         return 0
-    r = read(lm, text, vecs, **options)
+    r = lm.monitor(text, vecs, **options)
     if args.json:
-        print_json(result_json(r, args.top))
+        print_json(result_json(r, args.top, args.at))
         return 0
     width = min(24, max(len(repr(t)) for t in r.tokens))
     for t, tok in enumerate(r.tokens):
         order = r.scores[t].argsort()[::-1][:args.top]
         tops = format_scores([(r.emotions[j], float(r.scores[t, j])) for j in order])
-        print(f"{t:>4}  {repr(tok)[:width]:<{width}}  {tops}")
-    print(f"\nlayer {','.join(map(str, r.layers))}, {r.mode}; mean over {len(r.tokens)} tokens:")
-    for rank, (emotion, score) in enumerate(r.summary(args.top), 1):
+        mark = "  <- assistant_start" if t == r.assistant_start else ""
+        print(f"{t:>4}  {repr(tok)[:width]:<{width}}  {tops}{mark}")
+    layers = ",".join(map(str, r.layers))
+    if args.at == "assistant_start":
+        print(f"\nlayer {layers}, {r.mode}; at assistant_start (token {r.assistant_start}):")
+        ranked = r.ranked_at(r.assistant_start, args.top)
+    else:
+        print(f"\nlayer {layers}, {r.mode}; pooled over tokens {r.pool_start}.."
+              f"{len(r.tokens) - 1}:")
+        ranked = r.summary(args.top)
+    for rank, (emotion, score) in enumerate(ranked, 1):
         print(f"{rank:>3}. {emotion:<16} {score:+.4f}")
     return 0

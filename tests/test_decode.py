@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, tiny_lm
 
+from emolens.decode import decode, encode_prompts, stop_ids
 from emolens.errors import EmolensError, SteeringError
-from emolens.generation import decode, encode_prompts, left_pad, stop_ids
 
 PROMPTS = ["I feel", "She was furious when the letter arrived late",
            [{"role": "user", "content": "How does he feel?"}]]
@@ -40,9 +40,14 @@ def test_left_padded_batch_equals_each_prompt_alone(arch):
         assert got.token_ids == alone.token_ids and got.text == alone.text
 
 
-def test_left_pad_layout():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad=0, device="cpu")
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+def test_pad_layout_left_and_right():
+    from emolens.model import pad_rows
+
+    left = pad_rows([[5, 6, 7], [8]], 0, side="left")
+    assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    right = pad_rows([[5, 6, 7], [8]], 9, side="right")
+    assert right["input_ids"].tolist() == [[5, 6, 7], [8, 9, 9]]
 
 
 def test_stop_token_ends_a_row_and_is_not_in_the_text(llama_lm):
@@ -54,7 +59,7 @@ def test_stop_token_ends_a_row_and_is_not_in_the_text(llama_lm):
     done_at = [bool(d[0]) for _t, d in steps]
     assert done_at.index(True) == 2  # row 0 is done on the step that sampled the stop id
     # generate_text with a custom stop set: stop at the third token
-    from emolens import generation
+    from emolens import decode as generation
 
     original = generation.stop_ids
     generation.stop_ids = lambda lm: {third}
@@ -86,6 +91,10 @@ def test_zero_new_tokens_and_bad_input(llama_lm):
     assert out.token_ids == [] and out.text == "" and not out.finished
     with pytest.raises(EmolensError, match="list of prompts"):
         llama_lm.generate_text("I feel")
+    assert isinstance(llama_lm.generate("I feel", max_new_tokens=2), str)
+    for bad in ({"max_new_tokens": -1}, {"temperature": float("nan")}, {"top_p": 5.0}):
+        with pytest.raises(EmolensError):
+            llama_lm.generate("I feel", **bad)
     with pytest.raises(EmolensError, match="at least one token"):
         llama_lm.generate_text([""])
     with pytest.raises(SteeringError, match="needs vectors"):
@@ -109,7 +118,7 @@ def test_stream_yields_the_same_tokens_and_text(arch):
 
 
 def test_stream_pieces_follow_multibyte_characters(llama_lm):
-    from emolens.generation import _Detokenizer
+    from emolens.decode import _Detokenizer
 
     tok = llama_lm.tokenizer
     word = "café ☕ ok"
@@ -122,7 +131,7 @@ def test_stream_pieces_follow_multibyte_characters(llama_lm):
 
 
 def test_hooks_are_removed_after_generation_and_early_close(llama_lm):
-    from test_monitor import tiny_vectors
+    from test_readout import tiny_vectors
 
     vecs = tiny_vectors(llama_lm)
     llama_lm.generate_text(["I feel"], max_new_tokens=3, monitor=vecs,

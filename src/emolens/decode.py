@@ -13,6 +13,7 @@ deepest monitored layer) so the final generated token is read too.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,14 +26,17 @@ from emolens import hooks
 from emolens.errors import EmolensError, SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from emolens.alerts import Alert, AlertEngine
     from emolens.model import ModelAdapter as LanguageModel
-    from emolens.monitor import Alert, AlertEngine, Recorder
+    from emolens.readout import Recorder
     from emolens.vectors import EmotionVectors
 
 Prompt = Sequence[dict[str, str]] | str
 
 __all__ = ["GeneratedText", "TokenStep", "decode", "encode_prompts", "generate_text",
            "stop_ids", "stream"]
+#: Above this, one generation is refused (a typo such as 1e9 would run for days).
+MAX_NEW_TOKENS = 1 << 16
 
 
 @dataclass
@@ -71,14 +75,12 @@ class TokenStep:
 
 
 def encode_prompts(lm: LanguageModel, prompts: Sequence[Prompt]) -> list[list[int]]:
-    """Token ids of each prompt: chats go through the chat template, strings stay raw."""
-    out = []
-    for p in prompts:
-        if isinstance(p, str):
-            out.append(list(lm.tokenizer(p, add_special_tokens=True)["input_ids"]))
-        else:
-            out.append(list(lm.encode_chat(p).input_ids))
-    if not out or any(len(p) == 0 for p in out):
+    """Token ids of each prompt: chats go through the chat template (with the generation
+    prompt), strings stay raw (with the tokenizer's BOS)."""
+    if not prompts:
+        raise EmolensError("no prompts given")
+    out = [lm.encode_input(p, add_generation_prompt=True).input_ids for p in prompts]
+    if any(len(p) == 0 for p in out):
         raise EmolensError("every prompt needs at least one token")
     return out
 
@@ -115,23 +117,6 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def left_pad(prompt_ids: Sequence[Sequence[int]], pad: int, device: torch.device | str
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)`` [B, width] with every prompt right-aligned.
-
-    >>> ids, mask = left_pad([[5, 6, 7], [8]], pad=0, device="cpu")
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
-    """
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompt_ids):
-        ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
-
-
 @torch.inference_mode()
 def decode(lm: LanguageModel, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
@@ -146,11 +131,18 @@ def decode(lm: LanguageModel, prompt_ids: Sequence[Sequence[int]], *, max_new_to
     more forward reads the last sampled tokens in (for monitors); ``feed_last_layer``
     stops that forward after the given decoder block.
     """
-    if max_new_tokens <= 0:
+    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise EmolensError(f"max_new_tokens must be in 0..{MAX_NEW_TOKENS}, got {max_new_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise EmolensError(f"temperature must be a finite number >= 0, got {temperature}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise EmolensError(f"top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens == 0:
         return
     device = lm.device
-    pad = lm.tokenizer.pad_token_id
-    ids, mask = left_pad(prompt_ids, pad, device)
+    pad = lm.tokenizer.pad_token_id or 0
+    batch = lm.pad(prompt_ids, side="left")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     stop_t = torch.tensor(sorted(stop if stop is not None else stop_ids(lm)), dtype=torch.long,
                           device=device)
     generator = None
@@ -202,7 +194,7 @@ def _settings(lm: LanguageModel, monitor: EmotionVectors | None, steer: Any,
         stack.enter_context(steering(lm, vectors, strengths, **options))
     if monitor is None:
         return None
-    from emolens.monitor import recording
+    from emolens.readout import recording
 
     return stack.enter_context(recording(lm, monitor, layer=layer, mode=mode))
 
@@ -232,7 +224,7 @@ class _Detokenizer:
 def generate_text(lm: LanguageModel, prompts: Sequence[Prompt], *, max_new_tokens: int = 64,
                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                   monitor: EmotionVectors | None = None, layer: Any = None,
-                  mode: str = "cosine", steer: Any = None) -> list[GeneratedText]:
+                  mode: str = "auto", steer: Any = None) -> list[GeneratedText]:
     """Generate a continuation for each prompt (a chat or a raw string) in one batch.
 
     With ``monitor=vectors`` each result carries ``scores`` [n_tokens, E], the read-out
@@ -241,13 +233,14 @@ def generate_text(lm: LanguageModel, prompts: Sequence[Prompt], *, max_new_token
     ``monitor`` vectors), ``(vectors, strengths)`` or ``(vectors, strengths, options)``
     where options go to :func:`emolens.steer.steering`; or wrap the call in ``lm.steer``.
 
-    >>> out = lm.generate_text([[{"role": "user", "content": "Hi!"}]],
-    ...                        max_new_tokens=20, monitor=vecs)  # doctest: +SKIP
-    >>> out[0].scores.shape  # doctest: +SKIP
-    (20, 171)
+    >>> out = generate_text(lm, [[{"role": "user", "content": "Hi!"}], "Once upon"],
+    ...                     max_new_tokens=5, monitor=vecs)
+    >>> [o.n_tokens <= 5 for o in out], out[0].scores.shape[1]
+    ([True, True], 6)
     """
-    if isinstance(prompts, str):
-        raise EmolensError("generate_text takes a list of prompts; wrap a single one in [...]")
+    if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
+        raise EmolensError("generate_text takes a list of prompts (texts or chats); for one "
+                           "prompt use lm.generate(prompt)")
     prompt_ids = encode_prompts(lm, prompts)
     width = max(len(p) for p in prompt_ids)
     rows: list[list[int]] = [[] for _ in prompts]
@@ -282,18 +275,19 @@ def generate_text(lm: LanguageModel, prompts: Sequence[Prompt], *, max_new_token
 
 def stream(lm: LanguageModel, prompt: Prompt, *, max_new_tokens: int = 64,
            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-           monitor: EmotionVectors | None = None, layer: Any = None, mode: str = "cosine",
+           monitor: EmotionVectors | None = None, layer: Any = None, mode: str = "auto",
            steer: Any = None, rules: AlertEngine | None = None) -> Iterator[TokenStep]:
     """Yield each generated token as soon as it (and, with a monitor, its scores) is known.
 
     With a monitor, token ``t``'s scores come from the forward that reads it in, so it is
-    yielded one step after it is sampled.  ``rules`` (an :class:`emolens.monitor.AlertEngine`)
+    yielded one step after it is sampled.  ``rules`` (an :class:`emolens.alerts.AlertEngine`)
     is fed each token's scores; alerts that fire are attached to the step, and its callback
     (e.g. a :class:`emolens.steer.Guardrail`) acts before the next forward.
     Hooks stay installed until the iterator is exhausted or closed.
 
-    >>> for step in lm.stream("Once upon a time", monitor=vecs):  # doctest: +SKIP
-    ...     print(step.text, vecs.emotions[step.scores.argmax()])
+    >>> steps = list(stream(lm, "Once upon a time", max_new_tokens=4, monitor=vecs))
+    >>> len(steps) <= 4 and all(s.scores.shape == (6,) for s in steps)
+    True
     """
     if rules is not None and monitor is None:
         raise SteeringError("alert rules need a monitor: pass monitor=vectors")

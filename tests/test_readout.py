@@ -1,4 +1,4 @@
-"""Monitoring: the one read-out function, streaming equals re-reading, alert rules.
+"""The read path: one read-out function, pooled summaries, streaming equals re-reading.
 
 ``tiny_vectors`` (real activations of a tiny model) is imported by the other monitor/steer
 test files too.
@@ -6,27 +6,25 @@ test files too.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from conftest import ARCHITECTURES, tiny_lm
 
+from emolens.alerts import AlertEngine, AlertRule
 from emolens.errors import LayerError, SteeringError
-from emolens.monitor import (
-    AlertEngine,
-    AlertRule,
-    AllOf,
+from emolens.extract import NeutralStats, StoryStats, build_vectors
+from emolens.readout import (
+    Reader,
     Readout,
-    parse_rule,
+    pooled_scores,
     read,
     read_many,
-    readout,
     recording,
     smooth,
 )
-from emolens.vectors import EmotionVectors, NeutralStats, StoryStats, build_vectors
+from emolens.readout import score as readout
+from emolens.vectors import EmotionVectors
 
 EMOTION_TEXTS = {
     "calm": "I feel calm today, the rain is soft and the tea is warm.",
@@ -86,15 +84,37 @@ def test_smooth_is_a_causal_moving_average():
     assert smooth(x, 1) is x
 
 
-def test_readout_summary_ranks_by_mean():
+def test_readout_summary_ranks_the_pooled_scores():
     r = Readout(tokens=["a", "b"], offsets=[(0, 1), (1, 2)], emotions=("x", "y", "z"),
-                layers=[0], scores=np.array([[0.1, 0.5, 0.0], [0.3, -0.2, 0.0]]))
-    assert r.summary() == [("x", pytest.approx(0.2)), ("y", pytest.approx(0.15)), ("z", 0.0)]
-    assert [e for e, _ in r.summary(start=1)] == ["x", "z", "y"]
+                layers=[0], scores=np.array([[0.1, 0.5, 0.0], [0.3, -0.2, 0.0]]),
+                pooled=np.array([0.2, 0.3, -0.1]))
+    assert r.summary() == [("y", pytest.approx(0.3)), ("x", pytest.approx(0.2)),
+                           ("z", pytest.approx(-0.1))]
+    assert [e for e, _ in r.ranked_at(1)] == ["x", "z", "y"]
     assert r.strongest() == ["y", "x"]
     js = r.to_json(top=2)
-    assert [s["emotion"] for s in js["summary"]] == [e for e, _ in r.summary(2)]
+    assert [s["emotion"] for s in js["summary"]] == ["y", "x"] and js["summary_at"] == "pooled"
+    assert [s["emotion"] for s in r.to_json(top=2, at=0)["summary"]] == ["y", "x"]
     assert js["tokens"][1]["top"][0] == {"emotion": "x", "score": 0.3}
+
+
+def test_summary_equals_the_pooled_classification_of_extraction_features(llama_lm):
+    """The probe summary of a text is the score of its extraction-pooled activation:
+    the mean from the file's token skip on, centred, cosine (what validation classifies)."""
+    from emolens.extract import pooled_features
+
+    vecs = tiny_vectors(llama_lm).with_meta(token_skip=3)
+    texts = ["She was furious when the letter arrived late again!", "I feel calm today."]
+    reads = read_many(llama_lm, texts, vecs, layer=2, batch_size=2)
+    feats, _, _ = pooled_features(llama_lm, texts, [2], token_skip=3)
+    want = Reader(vecs, [2]).scores(2, torch.from_numpy(feats[:, 0].astype(np.float32)))
+    np.testing.assert_allclose(np.stack([r.pooled for r in reads]), want.numpy(), atol=1e-5)
+    np.testing.assert_allclose(pooled_scores(llama_lm, texts, vecs, layer=2), want.numpy(),
+                               atol=1e-5)
+    assert [e for e, _ in reads[0].summary()] == [
+        vecs.emotions[i] for i in np.argsort(-want[0].numpy(), kind="stable")]
+    assert [r.pool_start for r in reads] == [min(3, len(r.tokens) // 2) for r in reads]
+    assert reads[0].mode == "centered"  # auto: the file stores its training centre
 
 
 # ---- reading text --------------------------------------------------------------------------
@@ -103,7 +123,7 @@ def test_read_equals_manual_cosine_of_hidden_states(arch):
     lm = tiny_lm(arch)
     vecs = tiny_vectors(lm)
     text = "She was furious when the letter arrived late!"
-    r = read(lm, text, vecs, layer=1)
+    r = read(lm, text, vecs, layer=1, mode="cosine")
     ids = lm.tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
         h = lm.model(**ids, output_hidden_states=True).hidden_states[2][0]  # block 1 output
@@ -210,77 +230,6 @@ def test_stream_monitor_scores_equal_full_reread(arch):
         np.testing.assert_allclose(np.stack([s.scores for s in steps]),
                                    full[plain.prompt_tokens:], atol=1e-4, rtol=0)
     assert all(not m._forward_hooks for m in lm.layers)
-
-
-# ---- alert rules on constructed signals ----------------------------------------------------
-def _feed(engine: AlertEngine, columns: dict[str, list[float]]) -> list[tuple[int, str]]:
-    n = len(next(iter(columns.values())))
-    fired = []
-    for t in range(n):
-        scores = np.array([columns.get(e, [0.0] * n)[t] for e in engine.emotions])
-        fired += [(a.token_index, a.rule) for a in engine.update(scores, t, f"tok{t}")]
-    return fired
-
-
-def test_alert_fires_exactly_where_the_signal_crosses():
-    signal = [0.0, 0.01, 0.02, 0.049, 0.051, 0.08, 0.03, 0.06, 0.06]
-    eng = AlertEngine(["calm", "desperate"], [AlertRule("desperate", 0.05)])
-    # token 4 crosses; rising edge: 5 stays high (no new alert); 6 falls; 7 crosses again
-    assert _feed(eng, {"desperate": signal}) == [(4, "desperate>0.05"), (7, "desperate>0.05")]
-    assert eng.fired[0].value == pytest.approx(0.051) and eng.fired[0].token == "tok4"
-    assert eng.fired[0].emotion == "desperate"
-
-
-def test_windowed_rule_fires_when_the_window_mean_crosses():
-    # means over 3: t2=0.1/3, t3=0.3/3=0.1, t4=0.5/3 (first > 0.15), t5=0.6/3
-    signal = [0.0, 0.0, 0.1, 0.2, 0.2, 0.2, 0.0, 0.0, 0.0]
-    eng = AlertEngine(["sad"], [AlertRule("sad", 0.15, window=3)])
-    assert _feed(eng, {"sad": signal}) == [(4, "sad>0.15@3")]
-    assert eng.fired[0].value == pytest.approx(0.5 / 3)
-    # a full window is needed: one huge first token does not fire a window-3 rule early
-    eng2 = AlertEngine(["sad"], [AlertRule("sad", 0.15, window=3)])
-    assert _feed(eng2, {"sad": [1.0, 0.0, 0.0, 0.0]}) == [(2, "sad>0.15@3")]
-
-
-def test_below_rules_allof_and_parse():
-    calm = [0.2, 0.1, -0.1, -0.2, -0.2, 0.1]
-    desp = [0.0, 0.1, 0.0, 0.1, 0.2, 0.2]
-    both = AllOf([AlertRule("calm", 0.0, below=True), AlertRule("desperate", 0.05)])
-    eng = AlertEngine(["calm", "desperate"], [both, AlertRule("calm", 0.0, below=True)])
-    got = _feed(eng, {"calm": calm, "desperate": desp})
-    # calm<0 from t2; both hold first at t3 (desperate 0.1), still at t4; calm back up at t5
-    assert got == [(2, "calm<0"), (3, "calm<0 & desperate>0.05")]
-    rule = parse_rule("desperate>0.05@4 & at ease<-0.1")
-    assert isinstance(rule, AllOf) and rule.rules[1] == AlertRule("at ease", -0.1, 1, True,
-                                                                  "at ease<-0.1")
-    assert AlertRule.parse("calm<0.2@3").below and AlertRule.parse("calm<0.2@3").window == 3
-    for bad in ("calm", "calm>x", "calm>0.1@0", "calm>0.1@y", " & "):
-        with pytest.raises(SteeringError):
-            parse_rule(bad)
-    with pytest.raises(SteeringError, match="unknown emotion"):
-        AlertEngine(["calm"], ["sadd>0.1"])
-
-
-def test_shared_rule_object_is_fed_once_per_token():
-    shared = AlertRule("sad", 0.15, window=2)
-    eng = AlertEngine(["sad"], [shared, AllOf([shared])])
-    # if the shared window were fed twice per token, t1 would already average 0.2
-    assert [t for t, _ in _feed(eng, {"sad": [0.0, 0.2, 0.2]})] == [2, 2]
-
-
-def test_alert_callback_and_jsonl_log_is_appended(tmp_path):
-    log = tmp_path / "alerts.jsonl"
-    log.write_text('{"rule": "earlier run"}\n')
-    seen = []
-    eng = AlertEngine(["calm", "sad"], ["sad>0.5"], callback=seen.append, log_path=log)
-    _feed(eng, {"sad": [0.0, 0.9, 0.0, 0.7]})
-    lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert lines[0] == {"rule": "earlier run"}
-    assert [(x["rule"], x["token_index"], x["token"]) for x in lines[1:]] == [
-        ("sad>0.5", 1, "tok1"), ("sad>0.5", 3, "tok3")]
-    assert [a.token_index for a in seen] == [1, 3]
-    eng.reset()  # a new turn: windows and edges forgotten, history kept
-    assert [t for t, _ in _feed(eng, {"sad": [0.9]})] == [0] and len(eng.fired) == 3
 
 
 def test_stream_feeds_alert_engine_with_the_streamed_scores(llama_lm):
