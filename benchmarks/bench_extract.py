@@ -7,6 +7,8 @@ Each configuration pools the same 96 curated stories (real tokens per second).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from _common import interleaved, summarise, write  # noqa: I001 - run as a script
 
@@ -16,6 +18,7 @@ from emolens.loading import load_model
 
 
 def main(rounds: int = 5) -> None:
+    """Time four pooling configurations in interleaved rounds; write the JSON results."""
     torch.set_num_threads(2)
     lm = load_model("default")
     stories = load_corpus("default").stories()
@@ -23,8 +26,8 @@ def main(rounds: int = 5) -> None:
     layer = lm.resolve_layer(2 / 3)
     tokens: dict[str, int] = {}
 
-    def run(name: str, layers: list[int], sort: bool, early: bool):
-        def go():
+    def run(name: str, layers: list[int], sort: bool, early: bool) -> Callable[[], None]:
+        def go() -> None:
             _, _, st = pooled_features(lm, texts, layers, batch_size=16, sort_by_length=sort,
                                        early_exit=early)
             tokens[name] = st.tokens

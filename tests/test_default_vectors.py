@@ -68,3 +68,32 @@ def test_core_emotions_are_distinct_and_clusters_cohere():
     within = full[np.ix_(joy, joy)][~np.eye(len(joy), dtype=bool)].mean()
     across = full[np.ix_(joy, despair)].mean()
     assert within > 0.1 > 0 > across  # joy words point together, away from despair
+
+
+def test_a_shipped_direction_carries_its_scale_and_model():
+    vecs = default_vectors()
+    calm = vecs["calm"]
+    assert calm.model == vecs.meta["model"] and calm.width == 576
+    for layer in (0, vecs.default_layer, 29):
+        assert calm.residual_scale(layer) == vecs.residual_scale(layer)
+    contrast = (calm - vecs["desperate"]).normalized()
+    assert contrast.residual_scale(vecs.default_layer) == vecs.residual_scale(vecs.default_layer)
+    with pytest.raises(VectorFileError, match="SmolLM2-135M-Instruct"):
+        calm.check_model(tiny_lm("llama"))
+    with pytest.raises(VectorFileError, match="not for tiny-llama"):
+        default_vectors(tiny_lm("llama"))
+
+
+def test_the_shipped_file_is_unchanged_format_version_1():
+    from safetensors import safe_open
+
+    with safe_open(str(shipped_vectors_path()), "np") as f:
+        header = f.metadata()["emolens"]
+    assert '"format_version": 1' in header and '"kind": "emotion_vectors"' in header
+
+
+@pytest.mark.integration
+def test_the_shipped_vectors_fit_the_default_model(default_lm):
+    vecs = default_vectors(default_lm)
+    vecs.check_model(default_lm)
+    vecs["calm"].check_model(default_lm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -14,11 +15,13 @@ from emolens.corpus import Corpus, Record
 from emolens.errors import VectorFileError
 from emolens.extract import (
     Extraction,
+    StoryStats,
     collect,
     extract,
     length_batches,
     merge_stats,
     pooled_features,
+    shard_path,
     vectors_from,
 )
 from emolens.gguf_io import import_gguf
@@ -76,9 +79,9 @@ def test_shards_merge_to_the_single_pass_vectors(tmp_path, arch):
         part = collect(lm, corpus, layers, token_skip=2, batch_size=4, shard=(i, 3))
         part.save(tmp_path / f"shard{i}")  # through the files, as a job array would
         parts.append(Extraction.load(tmp_path / f"shard{i}"))
-    merged = merge_stats(parts)
-    v1 = vectors_from(lm.fingerprint(), whole)
-    v2 = vectors_from(lm.fingerprint(), merged)
+    merged = merge_stats(parts[::-1])  # the order of the shards does not matter
+    v1 = vectors_from(whole)
+    v2 = vectors_from(merged, model=lm)
     np.testing.assert_allclose(v1.directions, v2.directions, atol=1e-5)
     np.testing.assert_allclose(v1.norm_median, v2.norm_median, rtol=1e-6)
     assert whole.stories.counts.sum() == sum(p.stories.counts.sum() for p in parts) == 18
@@ -119,3 +122,150 @@ def test_cli_export_gguf_round_trip(tmp_path):
         np.testing.assert_allclose(back[layer], expected, rtol=1e-6)
     assert main(["export", "gguf", "--vectors", str(path), "--emotion", "nope",
                  "--out", str(tmp_path / "x.gguf")]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# shard files that know what they are
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Three shards of the toy corpus on the tiny llama, saved and loaded back."""
+    lm = tiny_lm("llama")
+    corpus = toy_corpus()
+    folder = tmp_path_factory.mktemp("shards")
+    paths = []
+    for i in range(3):
+        part = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, shard=(i, 3))
+        paths.append(part.save(folder / f"run.{i}"))  # dots in a prefix are kept
+    whole = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4)
+    return lm, paths, whole
+
+
+def test_shard_file_records_model_corpus_place_and_version(shards):
+    lm, paths, whole = shards
+    assert [p.name for p in paths] == [f"run.{i}.shard.safetensors" for i in range(3)]
+    part = Extraction.load(paths[1])
+    assert part.shard == (1, 3) and part.model == lm.fingerprint()
+    assert part.corpus_fingerprint == toy_corpus().fingerprint() and part.token_skip == 2
+    assert part.split == "train" and part.emotions is None and part.emolens_version
+    assert part.stories.layers == (1, 3) and part.neutral is not None
+    assert part.source == str(paths[1])
+    assert Extraction.load(str(paths[1])[: -len(".shard.safetensors")]).shard == (1, 3)
+    with pytest.raises(VectorFileError, match="shard 1/3 only; merge all 3"):
+        vectors_from(part)
+
+
+def test_merge_refuses_missing_duplicated_and_mixed_shards(shards):
+    _, paths, whole = shards
+    parts = [Extraction.load(p) for p in paths]
+    with pytest.raises(VectorFileError, match=r"shard 1/3 is missing \(got 2 of 3 shards"):
+        merge_stats([parts[0], parts[2]])
+    with pytest.raises(VectorFileError, match=r"shards 1/3, 2/3 are missing"):
+        merge_stats(parts[:1])
+    with pytest.raises(VectorFileError, match=r"shard 2/3 is given twice \(.*run.2.*run.2"):
+        merge_stats([parts[0], parts[1], parts[2], parts[2]])
+    with pytest.raises(VectorFileError, match="covers the whole corpus"):
+        merge_stats([*parts, whole])
+    assert merge_stats([whole]) is whole
+
+
+def test_merge_refuses_foreign_shards(shards):
+    lm, paths, _ = shards
+    parts = [Extraction.load(p) for p in paths]
+    corpus = toy_corpus()
+    other_model = collect(tiny_lm("gpt2"), corpus, [1, 3], token_skip=2, shard=(2, 3))
+    other_skip = collect(lm, corpus, [1, 3], token_skip=3, shard=(2, 3))
+    other_layers = collect(lm, corpus, [1, 2], token_skip=2, shard=(2, 3))
+    smaller = Corpus([r for r in corpus if r.id != "story/sad/t000/0"], "toy")
+    other_corpus = collect(lm, smaller, [1, 3], token_skip=2, shard=(2, 3))
+    other_n = collect(lm, corpus, [1, 3], token_skip=2, shard=(2, 4))
+    cases = [(other_model, "different model (tiny-llama"), (other_skip, "token skip (2 vs 3)"),
+             (other_layers, "layers (1, 3 vs 1, 2)"), (other_corpus, "different corpus"),
+             (other_n, "different splittings")]
+    for foreign, expect in cases:
+        with pytest.raises(VectorFileError) as err:
+            merge_stats([parts[0], parts[1], foreign])
+        assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_old_and_incomplete_shards_are_refused_with_a_re_extract_line(shards, tmp_path):
+    _, paths, _ = shards
+    part = Extraction.load(paths[0])
+    # the layout of emolens <= 0.1: PREFIX.stories.safetensors + PREFIX.json, no identity
+    part.stories.save(tmp_path / "old.stories.safetensors")
+    (tmp_path / "old.json").write_text('{"token_skip": 2, "corpus_fingerprint": "x", '
+                                       '"has_neutral": false}')
+    for given in (tmp_path / "old", tmp_path / "old.stories.safetensors"):
+        with pytest.raises(VectorFileError, match="re-extract it"):
+            Extraction.load(given)
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(paths[0]), "np") as f:
+        header = json.loads(f.metadata()["emolens"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    for key, value in (("model", None), ("shard", [3, 3]), ("token_skip", "2")):
+        broken = dict(header, **{key: value})
+        save_file(tensors, str(tmp_path / "broken.safetensors"),
+                  metadata={"emolens": json.dumps(broken)})
+        with pytest.raises(VectorFileError, match=f"'{key}'.*re-extract it"):
+            Extraction.load(tmp_path / "broken.safetensors")
+    del header["corpus_fingerprint"]
+    save_file(tensors, str(tmp_path / "nocorpus.safetensors"),
+              metadata={"emolens": json.dumps(header)})
+    with pytest.raises(VectorFileError, match="lacks the field 'corpus_fingerprint'"):
+        Extraction.load(tmp_path / "nocorpus.safetensors")
+    with pytest.raises(VectorFileError, match="not found"):
+        Extraction.load(tmp_path / "nothing")
+
+
+def test_a_failed_shard_save_leaves_the_old_file(shards, tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    _, paths, _ = shards
+    old = Extraction.load(paths[0])
+    target = old.save(tmp_path / "part")
+
+    def torn(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 100)  # half a file, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", torn)
+    newer = Extraction.load(paths[1])
+    with pytest.raises(KeyboardInterrupt):
+        newer.save(tmp_path / "part")
+    monkeypatch.undo()
+    assert Extraction.load(target).shard == (0, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.shard.safetensors"]
+
+
+def test_cli_merge_needs_no_model(shards, tmp_path, monkeypatch, capsys):
+    import emolens.cli.extract as cli_extract
+
+    lm, paths, whole = shards
+
+    def no_model(args):
+        raise AssertionError("merge loaded a model")
+
+    monkeypatch.setattr(cli_extract, "load_model_from_args", no_model)
+    out = tmp_path / "v.safetensors"
+    assert main(["extract", "merge", *map(str, paths), "--out", str(out)]) == 0
+    merged = EmotionVectors.load(out, expect_model=lm)
+    np.testing.assert_allclose(merged.directions, vectors_from(whole).directions, atol=1e-5)
+    capsys.readouterr()
+    assert main(["extract", "merge", str(paths[0]), str(paths[2]), "--out",
+                 str(tmp_path / "w.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["emolens: error: shard 1/3 is missing (got 2 of 3 shards: 0/3, 2/3)"]
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_story_stats_in_a_shard_match_the_standalone_file(shards, tmp_path):
+    _, paths, _ = shards
+    part = Extraction.load(paths[0])
+    back = StoryStats.load(part.stories.save(tmp_path / "s.safetensors"))
+    np.testing.assert_array_equal(back.sums, part.stories.sums)
+    assert shard_path(tmp_path / "x.safetensors") == tmp_path / "x.safetensors"

@@ -150,3 +150,16 @@ def test_import_reads_a_hand_written_file(tmp_path):
     back = import_gguf(tmp_path / "dup.gguf")
     assert list(back) == [2, 5]
     np.testing.assert_array_equal(back[5], [3.0, 3.0, 3.0, 3.0])
+
+
+def test_refuses_a_direction_of_another_model(vecs, tmp_path):
+    from emolens.vectors import Direction
+
+    wide = Direction("wide", {1: np.ones(2 * D, np.float32)})
+    with pytest.raises(VectorFileError, match="'wide' is 16 wide|d=8"):
+        export_gguf(vecs, wide, tmp_path / "x.gguf", layers=[1])
+    other = Direction("other", {1: np.ones(D, np.float32)},
+                      model=dict(MODEL, name="elsewhere", config_hash="zzz"))
+    with pytest.raises(VectorFileError, match="'other' was built for elsewhere"):
+        export_gguf(vecs, other, tmp_path / "x.gguf", layers=[1])
+    assert not list(tmp_path.iterdir())

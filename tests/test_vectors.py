@@ -1,4 +1,4 @@
-"""Tests of emolens.vectors on constructed data with known answers."""
+"""Tests of emolens.vectors (and the statistics that build them) on data with known answers."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import pytest
 from safetensors.numpy import save_file
 
 import emolens.vectors as vmod
-from emolens.errors import CorpusError, LayerError, SteeringError, VectorFileError
-from emolens.vectors import (
-    Direction,
-    EmotionVectors,
-    NeutralStats,
-    StoryStats,
-    build_vectors,
-    classify,
-    neutral_pcs,
-    topk_accuracy,
+from emolens.errors import (
+    CorpusError,
+    EmolensError,
+    LayerError,
+    SteeringError,
+    VectorFileError,
 )
+from emolens.extract import NeutralStats, StoryStats, build_vectors, classify, neutral_pcs
+from emolens.stats import topk_accuracy
+from emolens.testing import tiny_lm, tiny_vectors
+from emolens.vectors import Direction, EmotionVectors, check_model
 
 SRC = str(Path(vmod.__file__).resolve().parents[1])
 MODEL = {"name": "toy/llama-tiny", "architecture": "llama", "n_layers": 6, "hidden_size": 32,
@@ -179,7 +179,7 @@ def test_neutral_pcs_errors():
     ns.add_tokens(np.ones((1, 1, 4)))
     with pytest.raises(CorpusError, match="at least 2"):
         neutral_pcs(ns, 0, 0.5)
-    with pytest.raises(vmod.EmolensError, match="variance"):
+    with pytest.raises(EmolensError, match="variance"):
         neutral_pcs(ns, 0, 1.5)
     const = NeutralStats.empty([0], 4)
     const.add_tokens(np.ones((1, 5, 4)))
@@ -486,12 +486,207 @@ def test_classify_and_topk_on_planted_data():
     scores = classify(pooled, vecs.matrix(2), offset_center)
     assert scores.shape == (30, 6)
     assert np.all(scores <= 1 + 1e-9) and np.all(scores >= -1 - 1e-9)
-    assert topk_accuracy(scores, true, k=1) == 1.0
+    assert topk_accuracy(scores, true, k=1).value == 1.0
     # uncentred, the shared offset dominates every cosine and accuracy collapses
     raw_scores = classify(pooled, vecs.matrix(2), None)
     assert np.ptp(raw_scores, axis=1).mean() < np.ptp(scores, axis=1).mean()
     s = np.array([[0.1, 0.5, 0.4], [0.3, 0.3, 0.1], [0.0, 0.2, 0.9]])
-    assert topk_accuracy(s, [2, 1, 0], k=1) == pytest.approx(1 / 3)  # tie counts as a hit
-    assert topk_accuracy(s, [2, 1, 0], k=2) == pytest.approx(2 / 3)
-    assert topk_accuracy(s, [2, 1, 0], k=3) == 1.0
+    assert topk_accuracy(s, [2, 1, 0], k=1).value == pytest.approx(1 / 3)  # a tie is a hit
+    assert topk_accuracy(s, [2, 1, 0], k=2).value == pytest.approx(2 / 3)
+    assert topk_accuracy(s, [2, 1, 0], k=3).value == 1.0
     np.testing.assert_array_equal(classify(np.zeros((1, 3)), np.eye(3), None), [[0, 0, 0]])
+
+
+# --------------------------------------------------------------------------------------------
+# a Direction knows its residual scale and its model
+# --------------------------------------------------------------------------------------------
+
+
+def test_indexing_gives_a_direction_with_the_files_scales_and_model(vecs):
+    calm = vecs["emo0"]
+    assert calm.layers == vecs.layers and calm.width == 32 and calm.model == MODEL
+    for layer in vecs.layers:
+        assert calm.residual_scale(layer) == pytest.approx(vecs.residual_scale(layer))
+        assert calm.residual_scale(layer, robust=False) == pytest.approx(
+            vecs.residual_scale(layer, robust=False))
+    assert repr(calm) == "Direction('emo0', layers 2, 4, scaled)"
+
+
+def test_arithmetic_keeps_scales_and_model(vecs):
+    a, b = vecs["emo0"], vecs["emo1"]
+    for d in (a - b, a + b, -a, 2 * a, a * 0.5, a / 3, (a - b).normalized()):
+        assert d.scales == a.scales and d.mean_scales == a.mean_scales
+        assert d.model == MODEL
+    # scales are a property of the model's layer, not of the vector's length
+    assert (3 * a).residual_scale(2) == a.residual_scale(2)
+    # where only one operand has a scale, the result has none; differing scales average
+    bare = Direction("bare", {2: np.ones(32, np.float32), 4: np.ones(32, np.float32)})
+    assert (a - bare).scales == {} and (bare + a).scales == {}
+    with pytest.raises(SteeringError, match="carries no median residual scale for layer 2"):
+        (a - bare).residual_scale(2)
+    other = Direction("o", {2: np.ones(32), 4: np.ones(32)}, scales={2: 10.0, 4: 20.0})
+    mine = Direction("m", {2: np.ones(32), 4: np.ones(32)}, scales={2: 30.0})
+    assert (other - mine).scales == {2: 20.0}
+
+
+def test_direction_scales_are_checked_at_construction():
+    with pytest.raises(SteeringError, match="positive finite"):
+        Direction("x", {1: np.ones(3)}, scales={1: 0.0})
+    with pytest.raises(SteeringError, match="positive finite"):
+        Direction("x", {1: np.ones(3)}, mean_scales={1: float("nan")})
+    with pytest.raises(SteeringError, match="names layer 2, which the direction lacks"):
+        Direction("x", {1: np.ones(3)}, scales={2: 1.0})
+    assert Direction("x", {1: np.ones(3)}, scales={1: 4}).residual_scale(1) == 4.0
+
+
+def test_missing_norms_give_an_unscaled_direction(vecs):
+    no_norms = EmotionVectors(vecs.emotions, vecs.layers, vecs.directions, vecs.raw,
+                              [np.nan, 2.0], [0.0, 2.0], vecs.meta)
+    d = no_norms["emo0"]
+    assert d.scales == {4: 2.0} and d.mean_scales == {4: 2.0}
+    with pytest.raises(SteeringError, match="layer 2"):
+        d.residual_scale(2)
+
+
+def test_random_direction_is_a_scaled_unit_control(vecs):
+    r = vecs.random_direction(seed=3)
+    assert r.layers == vecs.layers and r.scales == vecs["emo0"].scales
+    np.testing.assert_allclose([np.linalg.norm(r.at(x)) for x in r.layers], 1.0, atol=1e-6)
+    assert not np.allclose(r.at(2), vecs.random_direction(seed=4).at(2))
+
+
+# --------------------------------------------------------------------------------------------
+# the model check
+# --------------------------------------------------------------------------------------------
+
+
+def test_check_model_accepts_the_right_model_and_names_both_otherwise():
+    lm = tiny_lm("llama")
+    vecs = tiny_vectors(lm)
+    vecs.check_model(lm)
+    vecs.check_model(lm.fingerprint())
+    vecs["calm"].check_model(lm)
+    wide = tiny_lm("llama", d=64)
+    for thing in (vecs, vecs["calm"], vecs["calm"] - vecs["sad"]):
+        with pytest.raises(VectorFileError) as err:
+            thing.check_model(wide)
+        msg = str(err.value)
+        assert "tiny-llama (llama, 4 layers, d=32" in msg and "d=64" in msg
+        assert "differs in" in msg and "hidden_size" in msg and "\n" not in msg
+    deeper = tiny_lm("llama", n_layers=6)
+    with pytest.raises(VectorFileError, match="differs in n_layers"):
+        vecs.check_model(deeper)
+    with pytest.raises(VectorFileError, match="differs in config_hash"):
+        vecs.check_model(dict(lm.fingerprint(), config_hash="0" * 16))
+    with pytest.raises(VectorFileError, match="differs in architecture"):
+        vecs.check_model(tiny_lm("qwen2"))
+    with pytest.raises(VectorFileError, match="pass a model"):
+        vecs.check_model(42)
+
+
+def test_check_model_without_stored_identity_still_checks_width_and_depth():
+    lm = tiny_lm("llama")
+    bare = tiny_vectors(lm).with_meta(model=None)
+    bare.check_model(lm)
+    with pytest.raises(VectorFileError, match=r"an unnamed model \(d=32\), not for tiny-llama"):
+        bare.check_model(tiny_lm("llama", d=64))
+    with pytest.raises(VectorFileError, match="layer 3, beyond the 2 layers"):
+        bare.check_model({"name": "shallow", "n_layers": 2, "hidden_size": 32})
+    hand = Direction("hand", {1: np.ones(32, np.float32)})
+    hand.check_width(32)
+    hand.check_model(lm)
+    with pytest.raises(VectorFileError, match="'hand' is 32 wide; the model's hidden size is 8"):
+        hand.check_width(8)
+    with pytest.raises(VectorFileError, match="direction 'hand' was built for"):
+        hand.check_model({"name": "narrow", "hidden_size": 8})
+
+
+def test_check_model_function_and_mixed_model_arithmetic():
+    check_model(None, {"hidden_size": 3})  # nothing stored: nothing to compare
+    check_model({"name": "a", "hidden_size": 3}, {"name": "b", "hidden_size": 3})
+    a = Direction("a", {0: np.ones(4)}, model={"name": "m1", "config_hash": "x"})
+    b = Direction("b", {0: np.ones(4)}, model={"name": "m2", "config_hash": "y"})
+    with pytest.raises(VectorFileError, match="direction 'b' was built for m2"):
+        a - b
+    c = Direction("c", {0: np.ones(5)})
+    with pytest.raises(SteeringError, match="4 wide"):
+        a + c
+
+
+def test_load_checks_against_a_model_object(tmp_path):
+    lm = tiny_lm("llama")
+    path = tiny_vectors(lm).save(tmp_path / "v.safetensors")
+    assert len(EmotionVectors.load(path, expect_model=lm)) == 6
+    with pytest.raises(VectorFileError, match="not for tiny-gpt2"):
+        EmotionVectors.load(path, expect_model=tiny_lm("gpt2"))
+
+
+# --------------------------------------------------------------------------------------------
+# the header is validated before use
+# --------------------------------------------------------------------------------------------
+
+
+def _write_with_header(vecs, path, **changes):
+    header = dict(vecs.meta, kind="emotion_vectors", format_version=1,
+                  emotions=list(vecs.emotions), layers=list(vecs.layers))
+    for key, value in changes.items():
+        if value is _DROP:
+            header.pop(key)
+        else:
+            header[key] = value
+    tensors = {"directions": vecs.directions, "raw": vecs.raw, "norm_mean": vecs.norm_mean,
+               "norm_median": vecs.norm_median}
+    save_file(tensors, str(path), metadata={"emolens": json.dumps(header)})
+    return path
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(("change", "field", "expect"), [
+    ({"emotions": 7}, "emotions", "a list of strings"),
+    ({"emotions": ["a", 1, "c", "d", "e", "f"]}, "emotions", "a list of strings"),
+    ({"layers": "2,4"}, "layers", "distinct non-negative integers"),
+    ({"layers": [2, 4.5]}, "layers", "distinct non-negative integers"),
+    ({"layers": [2, -4]}, "layers", "distinct non-negative integers"),
+    ({"layers": [2, True]}, "layers", "distinct non-negative integers"),
+    ({"model": "toy/llama-tiny"}, "model", "an object"),
+    ({"model": dict(MODEL, hidden_size="32")}, "model.hidden_size", "a non-negative integer"),
+    ({"model": dict(MODEL, n_layers=-6)}, "model.n_layers", "a non-negative integer"),
+    ({"token_skip": "50"}, "token_skip", "a non-negative integer"),
+    ({"recommended_layer": 2.0}, "recommended_layer", "a non-negative integer"),
+    ({"layer_scores": [1, 2]}, "layer_scores", "an object"),
+    ({"emotions": _DROP}, "emotions", "lacks"),
+])
+def test_load_refuses_header_fields_of_the_wrong_type(vecs, tmp_path, change, field, expect):
+    path = _write_with_header(vecs, tmp_path / "bad.safetensors", **change)
+    with pytest.raises(VectorFileError) as err:
+        EmotionVectors.load(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"'{field}'" in msg and expect in msg and "\n" not in msg
+
+
+def test_load_refuses_deep_json_and_bad_tensors(vecs, tmp_path):
+    tensors = {"directions": vecs.directions, "raw": vecs.raw, "norm_mean": vecs.norm_mean,
+               "norm_median": vecs.norm_median}
+    for depth in (40, 100_000):  # deeper than allowed; deeper than Python's recursion limit
+        header = json.dumps(dict(vecs.meta, kind="emotion_vectors", format_version=1,
+                                 emotions=list(vecs.emotions), layers=list(vecs.layers),
+                                 note="DEEP"))
+        header = header.replace('"DEEP"', "[" * depth + "1" + "]" * depth)
+        path = tmp_path / f"deep{depth}.safetensors"
+        save_file(tensors, str(path), metadata={"emolens": header})
+        with pytest.raises(VectorFileError, match="nested deeper than 32 levels"):
+            EmotionVectors.load(path)
+    path = _write_with_header(vecs, tmp_path / "wrongcount.safetensors",
+                              emotions=["a", "b"])
+    with pytest.raises(VectorFileError, match=r"wrongcount.safetensors: directions have shape"):
+        EmotionVectors.load(path)
+    for name, value in (("nan", np.nan), ("zero", 0.0)):
+        d = np.array(vecs.directions)
+        d[3, 1] = value
+        bad = EmotionVectors(vecs.emotions, vecs.layers, d, vecs.raw, vecs.norm_mean,
+                             vecs.norm_median, vecs.meta)
+        path = bad.save(tmp_path / f"{name}.safetensors")
+        with pytest.raises(VectorFileError, match="'emo3' at layer 4"):
+            EmotionVectors.load(path)

@@ -103,6 +103,7 @@ def export_gguf(vectors: EmotionVectors, direction: str | Direction,
     d = vectors[direction] if isinstance(direction, str) else direction
     if not isinstance(d, Direction):
         raise SteeringError(f"direction must be an emotion name or a Direction, got {d!r}")
+    d.check_model({**(vectors.meta.get("model") or {}), "hidden_size": vectors.d})
     chosen = _resolve_layers(vectors, d, layers)
     unit = d.normalized()
     model = vectors.meta.get("model") or {}
@@ -138,6 +139,15 @@ def import_gguf(path: str | os.PathLike[str]) -> dict[int, np.ndarray]:
 
     ``direction.{n}`` maps to emolens layer ``n``; several tensors for one layer are summed,
     as llama.cpp does.
+
+    >>> import tempfile, pathlib
+    >>> p = export_gguf(vecs, vecs["calm"] - vecs["sad"],
+    ...                 pathlib.Path(tempfile.mkdtemp()) / "calm.gguf", strength=0.1)
+    >>> back = import_gguf(p)
+    >>> sorted(back), back[2].shape
+    ([1, 2, 3], (32,))
+    >>> bool(np.isclose(np.linalg.norm(back[2]), 0.1 * vecs.residual_scale(2)))
+    True
     """
     import gguf
 

@@ -1,0 +1,614 @@
+"""Run an extraction on a model: pooled activations -> sufficient statistics -> vectors.
+
+Data flow::
+
+    stories  --(one early-exited pass per batch, all layers, pooled in the hook)--> StoryStats
+    neutral  --(same pass, real tokens after the skip)------------------------------> NeutralStats
+    StoryStats + NeutralStats --(build.build_vectors)--> EmotionVectors (+ layer sweep)
+
+Statistics are exact sums, so ``--shard i/n`` runs can be merged afterwards
+(:func:`merge_stats`) into the same vectors a single pass gives. Each shard is one file that
+records the model, the corpus, the token skip and its place ``i/n``, so a merge needs no model
+and refuses shards that are missing, duplicated or from another run. Stories are read as raw
+text (as in the study); neutral dialogues through the model's chat template.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from emolens import fileformat, hooks
+from emolens.errors import CorpusError, VectorFileError
+from emolens.extract.build import DEFAULT_VARIANCE, vectors_from
+from emolens.extract.stats import NeutralStats, StoryStats
+from emolens.fileformat import Field, format_layers
+from emolens.stats import topk_accuracy
+from emolens.vectors import EmotionVectors, check_model, describe_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from emolens.corpus import Corpus, Record
+    from emolens.model import ModelAdapter as LanguageModel
+
+__all__ = [
+    "DEFAULT_TOKEN_SKIP",
+    "Extraction",
+    "PassStats",
+    "classify",
+    "collect",
+    "extract",
+    "layer_sweep",
+    "length_batches",
+    "merge_stats",
+    "neutral_statistics",
+    "pooled_features",
+    "shard_of",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Tokens skipped at the start of each text before pooling (the study's N).
+DEFAULT_TOKEN_SKIP = 50
+
+
+@dataclass
+class PassStats:
+    """What one feature pass did, for progress lines and benchmarks."""
+
+    texts: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    adapted: int = 0  # texts shorter than 2 * token_skip, whose skip was halved
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Real (unpadded) tokens per second of wall time."""
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def __add__(self, other: PassStats) -> PassStats:
+        return PassStats(self.texts + other.texts, self.tokens + other.tokens,
+                         self.padded_tokens + other.padded_tokens,
+                         self.adapted + other.adapted, self.seconds + other.seconds)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", disable=not enabled, file=sys.stderr,
+                leave=False)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, sort: bool = True) -> list[list[int]]:
+    """Index batches; with ``sort`` texts of similar length share a batch (less padding).
+
+    >>> length_batches([5, 1, 4, 2], 2)
+    [[1, 3], [2, 0]]
+    """
+    if batch_size < 1:
+        raise CorpusError(f"batch size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if sort else \
+        list(range(len(lengths)))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _tokenize(lm: LanguageModel, texts: Sequence[str], chat: bool, max_length: int
+              ) -> list[list[int]]:
+    if chat:  # the chat template already holds the special tokens
+        return [ids[:max_length] for ids in (lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+                                             for t in texts)]
+    return [ids[:max_length] for ids in lm.tokenizer(list(texts))["input_ids"]]
+
+
+def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
+                    token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
+                    sort_by_length: bool = True, early_exit: bool = True, chat: bool = False,
+                    max_length: int = 512, progress: bool = False, desc: str = "pooling"
+                    ) -> tuple[np.ndarray, np.ndarray, PassStats]:
+    """Mean residual ``[N, L, d]`` of each text over its tokens from ``token_skip`` on.
+
+    Returns the means, the pooled token counts ``[N]``, and what the pass cost. A text
+    shorter than ``2 * token_skip`` tokens is pooled over its second half.
+
+    >>> means, counts, cost = pooled_features(lm, ["The rain fell all night.", "Hi there."],
+    ...                                       [1, 3], token_skip=2)
+    >>> means.shape, bool((counts > 0).all()), cost.texts
+    ((2, 2, 32), True, 2)
+    """
+    ids = _tokenize(lm, texts, chat, max_length)
+    means = np.zeros((len(texts), len(layers), lm.hidden_size), np.float32)
+    counts = np.zeros(len(texts), np.int64)
+    stats = PassStats(texts=len(texts))
+    started = time.perf_counter()
+    with _progress(len(texts), desc, progress) as bar:
+        for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
+            batch = lm.pad([ids[i] for i in batch_idx])
+            sums, n = lm.pooled(batch, layers, token_skip=token_skip, early_exit=early_exit)
+            if bool((n == 0).any()):
+                raise CorpusError("a text has no tokens to pool (empty text?)")
+            means[batch_idx] = (sums / n[:, None, None]).float().cpu().numpy()
+            counts[batch_idx] = n.cpu().numpy()
+            real = batch["attention_mask"].sum(-1)
+            stats.tokens += int(real.sum())
+            stats.padded_tokens += int(batch["attention_mask"].numel())
+            stats.adapted += int((real < 2 * token_skip).sum())
+            bar.update(len(batch_idx))
+    stats.seconds = time.perf_counter() - started
+    return means, counts, stats
+
+
+def neutral_statistics(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
+                       token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
+                       max_length: int = 512, progress: bool = False) -> NeutralStats:
+    """Token-level statistics (sum, sum of outer products, norms) of neutral chat texts.
+
+    >>> chat = lm.format_chat([{"role": "user", "content": "What is two plus two?"},
+    ...                        {"role": "assistant", "content": "Four."}])
+    >>> ns = neutral_statistics(lm, [chat], [0, 2], token_skip=1)
+    >>> ns.layers, ns.d, ns.n_tokens > 0
+    ((0, 2), 32, True)
+    """
+    neutral = NeutralStats.empty(layers, lm.hidden_size)
+    ids = _tokenize(lm, texts, True, max_length)
+    with _progress(len(texts), "neutral", progress) as bar:
+        for batch_idx in length_batches([len(r) for r in ids], batch_size):
+            batch = lm.pad([ids[i] for i in batch_idx])
+            keep = hooks.pool_mask(batch["attention_mask"], token_skip)
+            with torch.inference_mode():
+                store = hooks.run_capture(lambda b=batch: lm.forward(b), lm.layer_modules(layers),
+                                          reduce=lambda _i, h, k=keep: h[k].float().cpu())
+            neutral.add_tokens(np.stack([store[i].numpy() for i in layers]))
+            bar.update(len(batch_idx))
+    return neutral
+
+
+def shard_of(records: Sequence[Record], shard: tuple[int, int] | None) -> list[Record]:
+    """Records of shard ``i`` of ``n`` (by position in id order; every record in one shard).
+
+    >>> from emolens.corpus import Record
+    >>> recs = [Record(id=f"r{k}", kind="neutral", text="") for k in range(5)]
+    >>> [r.id for r in shard_of(recs, (1, 2))]
+    ['r1', 'r3']
+    """
+    if shard is None:
+        return list(records)
+    i, n = shard
+    if not 0 <= i < n:
+        raise CorpusError(f"shard {i}/{n} is out of range")
+    ordered = sorted(records, key=lambda r: r.id)
+    return ordered[i::n]
+
+
+def _chat_text(lm: LanguageModel, record: Record) -> str:
+    if record.turns:
+        return lm.format_chat(record.turns, add_generation_prompt=False)
+    return record.text
+
+
+# --------------------------------------------------------------------------------------------
+# the statistics of one run, and their shard files
+# --------------------------------------------------------------------------------------------
+
+_SHARD_MODEL_FIELDS = {
+    "name": Field("str", null=True), "architecture": Field("str", null=True),
+    "n_layers": Field("int"), "hidden_size": Field("int"),
+    "vocab_size": Field("int", null=True), "config_hash": Field("str", null=True),
+}
+SHARD_SCHEMA: dict[str, Field] = {
+    "labels": Field("list[str]"),
+    "layers": Field("layers"),
+    "model": Field("object", fields=_SHARD_MODEL_FIELDS),
+    "corpus_fingerprint": Field("str"),
+    "token_skip": Field("int"),
+    "shard": Field("shard", null=True),
+    "split": Field("str", null=True),
+    "emotions": Field("list[str]", null=True),
+    "neutral": Field("object", null=True,
+                     fields={"layers": Field("layers"), "n_tokens": Field("int")}),
+    "emolens_version": Field("str"),
+    "story_pass": Field("object", required=False),
+}
+_REEXTRACT = "re-extract it with this emolens (emolens extract --shard i/n)"
+
+
+def shard_path(path: str | os.PathLike[str]) -> Path:
+    """The file a shard prefix stands for: ``PREFIX.shard.safetensors`` (a ``.safetensors``
+    path is taken as it is).
+
+    >>> shard_path("runs/part0").name, shard_path("runs/p.safetensors").name
+    ('part0.shard.safetensors', 'p.safetensors')
+    """
+    p = Path(path)
+    return p if p.name.endswith(".safetensors") else p.with_name(p.name + ".shard.safetensors")
+
+
+def _old_format_files(path: str | os.PathLike[str]) -> list[Path]:
+    p = Path(path)
+    try:
+        candidates = [p.with_suffix(".json"), p.with_suffix(".stories.safetensors")]
+    except ValueError:  # a path with no name
+        return []
+    return [c for c in candidates if c.is_file()]
+
+
+@dataclass
+class Extraction:
+    """Statistics of one extraction run (a whole corpus or one shard) and what made them.
+
+    ``model`` is the model's fingerprint, ``shard`` ``(i, n)`` for shard ``i`` of ``n``
+    (None for a whole corpus), ``split`` and ``emotions`` the corpus selection. A shard is
+    saved as one safetensors file, so a crash during the save leaves the old file or the
+    new one, never a mix.
+    """
+
+    stories: StoryStats
+    neutral: NeutralStats | None
+    story_pass: PassStats
+    token_skip: int
+    corpus_fingerprint: str
+    model: dict[str, Any] | None = None
+    shard: tuple[int, int] | None = None
+    split: str | None = "train"
+    emotions: tuple[str, ...] | None = None
+    emolens_version: str = field(default_factory=fileformat.emolens_version)
+    #: The file it was loaded from, for messages.
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            i, n = (int(x) for x in self.shard)
+            if not 0 <= i < n:
+                raise CorpusError(f"shard {i}/{n} is out of range")
+            self.shard = (i, n)
+        if self.emotions is not None:
+            self.emotions = tuple(self.emotions)
+
+    def describe(self) -> str:
+        """How messages name these statistics: their file, or their shard."""
+        if self.source:
+            return self.source
+        return f"shard {self.shard[0]}/{self.shard[1]}" if self.shard else "whole-corpus statistics"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one file, ``PATH.shard.safetensors`` (or ``PATH`` if it ends in
+        ``.safetensors``), atomically; return its path.
+
+        The header records the model, corpus fingerprint, token skip, shard ``i/n``, corpus
+        selection and emolens version, so :func:`merge_stats` can check shards without the
+        model.
+        """
+        if self.model is None:
+            raise VectorFileError("cannot save statistics that do not record their model")
+        header: dict[str, Any] = {
+            **self.stories.header(),
+            "model": self.model,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "token_skip": int(self.token_skip),
+            "shard": list(self.shard) if self.shard else None,
+            "split": self.split,
+            "emotions": list(self.emotions) if self.emotions is not None else None,
+            "neutral": self.neutral.header() if self.neutral is not None else None,
+            "emolens_version": self.emolens_version,
+            "story_pass": {"texts": self.story_pass.texts, "tokens": self.story_pass.tokens,
+                           "padded_tokens": self.story_pass.padded_tokens,
+                           "adapted": self.story_pass.adapted,
+                           "seconds": round(self.story_pass.seconds, 3)},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        tensors = self.stories.tensors("stories.")
+        if self.neutral is not None:
+            if self.neutral.layers != self.stories.layers:
+                raise VectorFileError("story and neutral statistics cover different layers")
+            tensors.update(self.neutral.tensors("neutral."))
+        return fileformat.write(shard_path(path), fileformat.KIND_SHARD, header, tensors)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Extraction:
+        """Read a shard written by :meth:`save` (a prefix or the file itself).
+
+        Shards of older emolens versions, which do not record their model, corpus and
+        place, are refused with a line saying to re-extract them.
+
+        >>> import tempfile, pathlib
+        >>> s = StoryStats.empty(["calm", "sad"], [1], d=lm.hidden_size)
+        >>> run = Extraction(s, None, PassStats(), 0, "toy", model=lm.fingerprint(),
+        ...                  shard=(0, 2))
+        >>> p = run.save(pathlib.Path(tempfile.mkdtemp()) / "part0")
+        >>> back = Extraction.load(p)
+        >>> p.name, back.shard, back.model == lm.fingerprint()
+        ('part0.shard.safetensors', (0, 2), True)
+        """
+        target = shard_path(path)
+        if not target.exists():
+            old = _old_format_files(path)
+            if old:
+                raise VectorFileError(f"{path} is a shard written by an older emolens, without "
+                                      f"the model, corpus and shard it belongs to; {_REEXTRACT}")
+            raise VectorFileError(f"extraction shard file not found: {target}")
+        header, tensors = fileformat.read_raw(target, "extraction shard")
+        if header.get("kind") in (fileformat.KIND_STORY, fileformat.KIND_NEUTRAL):
+            raise VectorFileError(f"{target} holds only part of an older shard; {_REEXTRACT}")
+        fileformat.check_kind(header, fileformat.KIND_SHARD, target, _REEXTRACT)
+        fileformat.validate(header, SHARD_SCHEMA, target, _REEXTRACT)
+        stories = StoryStats.from_file_parts(header, tensors, target, "stories.")
+        neutral = None
+        if header["neutral"] is not None:
+            neutral = NeutralStats.from_file_parts(header["neutral"], tensors, target,
+                                                   "neutral.")
+            if neutral.layers != stories.layers:
+                raise VectorFileError(f"{target}: story and neutral statistics cover "
+                                      "different layers")
+        raw_pass = header.get("story_pass") or {}
+        try:
+            story_pass = PassStats(**{k: raw_pass[k] for k in
+                                      ("texts", "tokens", "padded_tokens", "adapted", "seconds")
+                                      if k in raw_pass})
+        except TypeError:  # pragma: no cover - only informative
+            story_pass = PassStats()
+        shard = tuple(header["shard"]) if header["shard"] is not None else None
+        return cls(stories, neutral, story_pass, header["token_skip"],
+                   header["corpus_fingerprint"], model=header["model"], shard=shard,
+                   split=header["split"], emotions=header["emotions"],
+                   emolens_version=header["emolens_version"], source=str(target))
+
+
+def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
+            token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
+            shard: tuple[int, int] | None = None, split: str | None = "train",
+            emotions: Sequence[str] | None = None, with_neutral: bool = True,
+            sort_by_length: bool = True, early_exit: bool = True,
+            progress: bool = False) -> Extraction:
+    """Sufficient statistics of a corpus (or one shard of it) at ``layers``.
+
+    Shard ``(i, n)`` takes every n-th story and neutral dialogue in id order; the labels are
+    those of the whole corpus, so every shard's statistics line up for :func:`merge_stats`.
+
+    >>> from emolens.corpus import Corpus, Record
+    >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4)
+    ...         for e in ("calm", "sad") for k in range(3)]
+    >>> recs.append(Record(id="neutral/0", kind="neutral", text="", turns=[
+    ...     {"role": "user", "content": "Two plus two?"}, {"role": "assistant", "content": "4."}]))
+    >>> corpus = Corpus(recs, "toy")
+    >>> parts = [collect(lm, corpus, [1, 2], token_skip=1, shard=(i, 2)) for i in range(2)]
+    >>> merged = merge_stats(parts)
+    >>> whole = collect(lm, corpus, [1, 2], token_skip=1)
+    >>> bool(np.allclose(merged.stories.sums, whole.stories.sums, atol=1e-5))
+    True
+    >>> merge_stats(parts[:1])
+    Traceback (most recent call last):
+    emolens.errors.VectorFileError: shard 1/2 is missing (got 1 of 2 shards: 0/2)
+    """
+    stories = shard_of(corpus.stories(split=split, emotions=emotions), shard)
+    if not stories and shard is None:
+        raise CorpusError(f"corpus {corpus.source!r} has no clean stories"
+                          + (f" in split {split!r}" if split else ""))
+    labels = sorted({r.emotion for r in corpus.stories(split=split, emotions=emotions)})
+    stats = StoryStats.empty(labels, layers, lm.hidden_size)
+    means, counts, pass_stats = pooled_features(
+        lm, [r.text for r in stories], layers, token_skip=token_skip, batch_size=batch_size,
+        sort_by_length=sort_by_length, early_exit=early_exit, progress=progress,
+        desc="stories")
+    if stories:
+        stats.add_batch([r.emotion for r in stories], means, counts)
+    neutral = None
+    if with_neutral:
+        texts = [_chat_text(lm, r) for r in shard_of(corpus.neutral(), shard)]
+        if not texts and shard is None:
+            raise CorpusError(f"corpus {corpus.source!r} has no neutral dialogues "
+                              "(needed for denoising and residual norms)")
+        neutral = neutral_statistics(lm, texts, layers, token_skip=token_skip,
+                                     batch_size=batch_size, progress=progress) if texts else \
+            NeutralStats.empty(layers, lm.hidden_size)
+    return Extraction(stats, neutral, pass_stats, token_skip, corpus.fingerprint(),
+                      model=lm.fingerprint(), shard=shard, split=split,
+                      emotions=tuple(sorted(emotions)) if emotions is not None else None)
+
+
+def _differences(a: Extraction, b: Extraction) -> list[str]:
+    out = []
+    if (a.model is None) != (b.model is None):
+        out.append("model (one does not record it)")
+    elif a.model is not None:
+        try:
+            check_model(a.model, b.model)
+        except VectorFileError:
+            out.append(f"model ({describe_model(a.model)} vs {describe_model(b.model)})")
+    if a.corpus_fingerprint != b.corpus_fingerprint:
+        out.append(f"corpus ({a.corpus_fingerprint[:12]} vs {b.corpus_fingerprint[:12]})")
+    if a.token_skip != b.token_skip:
+        out.append(f"token skip ({a.token_skip} vs {b.token_skip})")
+    if a.stories.layers != b.stories.layers:
+        out.append(f"layers ({format_layers(a.stories.layers)} vs "
+                   f"{format_layers(b.stories.layers)})")
+    if a.stories.d != b.stories.d:
+        out.append(f"width ({a.stories.d} vs {b.stories.d})")
+    if (a.split, a.emotions, a.stories.labels) != (b.split, b.emotions, b.stories.labels):
+        out.append("corpus selection (split or emotions)")
+    if (a.neutral is None) != (b.neutral is None):
+        out.append("neutral statistics (one has none)")
+    return out
+
+
+def merge_stats(parts: Sequence[Extraction]) -> Extraction:
+    """Exact merge of the shards ``0/n .. n-1/n`` of one run into whole-corpus statistics.
+
+    Refused with one VectorFileError line: shards of another model, corpus, token skip,
+    layer set or corpus selection; a shard given twice; a missing shard; a whole-corpus
+    extraction mixed with shards. The order of ``parts`` does not matter.
+    """
+    if not parts:
+        raise CorpusError("nothing to merge")
+    first = parts[0]
+    for p in parts[1:]:
+        diffs = _differences(first, p)
+        if diffs:
+            raise VectorFileError(f"cannot merge {p.describe()} with {first.describe()}: "
+                                  f"different {'; '.join(diffs)}")
+    whole = [p for p in parts if p.shard is None]
+    if whole:
+        if len(parts) == 1:
+            return parts[0]
+        raise VectorFileError(f"cannot merge {whole[0].describe()}: it covers the whole "
+                              "corpus, not one shard")
+    counts = sorted({p.shard[1] for p in parts})  # type: ignore[index]
+    if len(counts) > 1:
+        places = ", ".join(f"{p.describe()} is {p.shard[0]}/{p.shard[1]}"  # type: ignore[index]
+                           for p in parts)
+        raise VectorFileError(f"shards of different splittings cannot merge: {places}")
+    n = counts[0]
+    by_index: dict[int, Extraction] = {}
+    for p in parts:
+        i = p.shard[0]  # type: ignore[index]
+        if i in by_index:
+            raise VectorFileError(f"shard {i}/{n} is given twice ({by_index[i].describe()} and "
+                                  f"{p.describe()})")
+        by_index[i] = p
+    missing = [i for i in range(n) if i not in by_index]
+    if missing:
+        got = ", ".join(f"{i}/{n}" for i in sorted(by_index))
+        plural = "s" if len(missing) > 1 else ""
+        verb = "are" if len(missing) > 1 else "is"
+        raise VectorFileError(f"shard{plural} {', '.join(f'{i}/{n}' for i in missing)} {verb} "
+                              f"missing (got {len(parts)} of {n} shards: {got})")
+    ordered = [by_index[i] for i in range(n)]  # a fixed order: the same sums on every rerun
+    stories, neutral, cost = ordered[0].stories, ordered[0].neutral, ordered[0].story_pass
+    for p in ordered[1:]:
+        stories = stories.merge(p.stories)
+        if neutral is not None and p.neutral is not None:
+            neutral = neutral.merge(p.neutral)
+        cost = cost + p.story_pass
+    return Extraction(stories, neutral, cost, first.token_skip, first.corpus_fingerprint,
+                      model=first.model, shard=None, split=first.split, emotions=first.emotions)
+
+
+# --------------------------------------------------------------------------------------------
+# the layer sweep
+# --------------------------------------------------------------------------------------------
+
+
+def classify(pooled: np.ndarray, vectors_matrix: np.ndarray,
+             center: np.ndarray | None = None) -> np.ndarray:
+    """Cosine of ``pooled - center`` with each vector: ``[n, d] x [E, d] -> [n, E]``.
+
+    The layer sweep's read-out (to be replaced by :mod:`emolens.readout`). A zero row (or
+    zero vector) scores 0 rather than NaN.
+
+    >>> classify(np.array([[2.0, 0.0], [0.0, -1.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]),
+    ...          None).tolist()
+    [[1.0, 0.0], [0.0, -1.0]]
+    """
+    x = np.atleast_2d(np.asarray(pooled, dtype=np.float64))
+    m = np.atleast_2d(np.asarray(vectors_matrix, dtype=np.float64))
+    if center is not None:
+        x = x - np.asarray(center, dtype=np.float64)
+    if x.shape[1] != m.shape[1]:
+        raise VectorFileError(f"pooled width {x.shape[1]} does not match vector width "
+                              f"{m.shape[1]}")
+    xn = np.linalg.norm(x, axis=1, keepdims=True)
+    mn = np.linalg.norm(m, axis=1, keepdims=True)
+    x = np.divide(x, xn, out=np.zeros_like(x), where=xn > 0)
+    m = np.divide(m, mn, out=np.zeros_like(m), where=mn > 0)
+    return x @ m.T
+
+
+def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[str],
+                center: np.ndarray | None = None, valence: dict[str, float] | None = None
+                ) -> dict[str, Any]:
+    """Score each layer: held-out top-1/top-5 accuracy and valence separation.
+
+    ``features`` are pooled held-out activations [N, L, d] at ``vectors.layers``;
+    ``center`` [L, d] is subtracted before the cosine (the training mean over emotions).
+    Valence separation is the correlation, across emotions with a human valence rating,
+    between each vector's rating and its projection on the (positive - negative) mean
+    direction, a model-free check that the layer orders emotions by valence.
+
+    >>> feats = vecs.directions[[0, 2]]  # texts that read exactly as calm and happy
+    >>> result = layer_sweep(vecs, feats, ["calm", "happy"])
+    >>> result["per_layer"]["0"]["top1"], result["n_heldout"]
+    (1.0, 2)
+    """
+    index = {e: i for i, e in enumerate(vectors.emotions)}
+    unknown = sorted({x for x in labels if x not in index})
+    if unknown:
+        raise CorpusError(f"held-out labels without a vector: {', '.join(unknown[:5])}")
+    truth = np.array([index[x] for x in labels])
+    k5 = min(5, len(vectors.emotions))
+    per_layer: dict[str, dict[str, float]] = {}
+    for li, layer in enumerate(vectors.layers):
+        scores = classify(features[:, li], vectors.matrix(layer),
+                          None if center is None else center[li])
+        entry = {"top1": topk_accuracy(scores, truth, 1).value,
+                 "top5": topk_accuracy(scores, truth, k5).value}
+        sep = _valence_separation(vectors.matrix(layer), vectors.emotions, valence or {})
+        if sep is not None:
+            entry["valence_r"] = sep
+        per_layer[str(layer)] = entry
+    best = max(vectors.layers, key=lambda x: (per_layer[str(x)]["top1"],
+                                              per_layer[str(x)].get("valence_r", 0.0)))
+    return {"recommended_layer": int(best), "per_layer": per_layer, "n_heldout": len(labels)}
+
+
+def _valence_separation(matrix: np.ndarray, emotions: Sequence[str],
+                        valence: dict[str, float]) -> float | None:
+    rated = [(i, valence[e]) for i, e in enumerate(emotions) if e in valence]
+    if len(rated) < 4 or not any(v > 0 for _, v in rated) or not any(v < 0 for _, v in rated):
+        return None  # too few rated emotions to say anything
+    idx, val = np.array([i for i, _ in rated]), np.array([v for _, v in rated])
+    axis = matrix[idx[val > 0]].mean(0) - matrix[idx[val < 0]].mean(0)
+    proj = matrix[idx] @ axis
+    return float(np.corrcoef(proj, val)[0, 1])
+
+
+def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
+            token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
+            variance: float = DEFAULT_VARIANCE, sweep: bool = True,
+            progress: bool = False) -> EmotionVectors:
+    """The whole extraction: train-split statistics -> vectors -> held-out layer sweep.
+
+    Progress lines go to the ``emolens.extract.run`` logger (INFO).
+
+    >>> from emolens.corpus import Corpus, Record
+    >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4,
+    ...                split="heldout" if k == 2 else "train")
+    ...         for e in ("calm", "sad", "happy") for k in range(3)]
+    >>> recs.append(Record(id="neutral/0", kind="neutral", text="", turns=[
+    ...     {"role": "user", "content": "Two plus two?"}, {"role": "assistant", "content": "4."}]))
+    >>> v = extract(lm, Corpus(recs, "toy"), token_skip=1)
+    >>> v.emotions, v.layers, v.meta["n_heldout"], v.default_layer in v.layers
+    (('calm', 'happy', 'sad'), (0, 1, 2, 3), 3, True)
+    """
+    layer_ids = lm.resolve_layers(layers)
+    run = collect(lm, corpus, layer_ids, token_skip=token_skip, batch_size=batch_size,
+                  progress=progress)
+    p = run.story_pass
+    logger.info("stories: %d texts, %d tokens in %.1fs (%.0f tok/s); %d shorter than 2x%d "
+                "tokens pooled from their second half", p.texts, p.tokens, p.seconds,
+                p.tokens_per_second, p.adapted, token_skip)
+    vecs = vectors_from(run, variance=variance)
+    heldout = corpus.stories(split="heldout", emotions=list(vecs.emotions))
+    if sweep and heldout:
+        from emolens.concepts import load_norms
+
+        feats, _, _ = pooled_features(lm, [r.text for r in heldout], list(vecs.layers),
+                                      token_skip=token_skip, batch_size=batch_size,
+                                      progress=progress, desc="held-out")
+        result = layer_sweep(vecs, feats, [r.emotion for r in heldout], vecs.center,
+                             load_norms().valence)
+        vecs = vecs.with_meta(recommended_layer=result["recommended_layer"],
+                              layer_scores=result["per_layer"],
+                              n_heldout=result["n_heldout"])
+        best = result["per_layer"][str(result["recommended_layer"])]
+        logger.info("layer sweep: layer %d best, held-out top-1 %.3f, top-5 %.3f (n=%d)",
+                    result["recommended_layer"], best["top1"], best["top5"],
+                    result["n_heldout"])
+    return vecs.with_meta(story_tokens_per_second=round(p.tokens_per_second, 1))
