@@ -33,6 +33,7 @@ from emolens.errors import CorpusError, VectorFileError
 from emolens.extract.build import DEFAULT_VARIANCE, vectors_from
 from emolens.extract.stats import NeutralStats, StoryStats
 from emolens.fileformat import Field, format_layers
+from emolens.readout import Reader
 from emolens.stats import topk_accuracy
 from emolens.vectors import EmotionVectors, check_model, describe_model
 
@@ -522,12 +523,12 @@ def classify(pooled: np.ndarray, vectors_matrix: np.ndarray,
 
 
 def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[str],
-                center: np.ndarray | None = None, valence: dict[str, float] | None = None
-                ) -> dict[str, Any]:
+                valence: dict[str, float] | None = None, mode: str = "auto") -> dict[str, Any]:
     """Score each layer: held-out top-1/top-5 accuracy and valence separation.
 
-    ``features`` are pooled held-out activations [N, L, d] at ``vectors.layers``;
-    ``center`` [L, d] is subtracted before the cosine (the training mean over emotions).
+    ``features`` are pooled held-out activations [N, L, d] at ``vectors.layers``, scored
+    by the one read path (:class:`emolens.readout.Reader`; ``auto`` centres them on the
+    file's training mean before the cosine).
     Valence separation is the correlation, across emotions with a human valence rating,
     between each vector's rating and its projection on the (positive - negative) mean
     direction, a model-free check that the layer orders emotions by valence.
@@ -544,9 +545,10 @@ def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[
     truth = np.array([index[x] for x in labels])
     k5 = min(5, len(vectors.emotions))
     per_layer: dict[str, dict[str, float]] = {}
+    reader = Reader(vectors, vectors.layers, mode)
     for li, layer in enumerate(vectors.layers):
-        scores = classify(features[:, li], vectors.matrix(layer),
-                          None if center is None else center[li])
+        scores = reader.scores(layer, torch.from_numpy(
+            np.ascontiguousarray(features[:, li], dtype=np.float32))).numpy()
         entry = {"top1": topk_accuracy(scores, truth, 1).value,
                  "top5": topk_accuracy(scores, truth, k5).value}
         sep = _valence_separation(vectors.matrix(layer), vectors.emotions, valence or {})
@@ -602,7 +604,7 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
         feats, _, _ = pooled_features(lm, [r.text for r in heldout], list(vecs.layers),
                                       token_skip=token_skip, batch_size=batch_size,
                                       progress=progress, desc="held-out")
-        result = layer_sweep(vecs, feats, [r.emotion for r in heldout], vecs.center,
+        result = layer_sweep(vecs, feats, [r.emotion for r in heldout],
                              load_norms().valence)
         vecs = vecs.with_meta(recommended_layer=result["recommended_layer"],
                               layer_scores=result["per_layer"],
