@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(f"{where} [{e}]: {n} words (allowed {MIN_WORDS}-{MAX_WORDS})")
             if not has_final_punctuation(text):
                 errors.append(f"{where} [{e}]: no final punctuation")
-            if clean_generated_text(text) != text.strip():
-                errors.append(f"{where} [{e}]: title, preamble or wrapper would be stripped")
+            cleaned = clean_generated_text(text)
+            if cleaned != text.strip() and cleaned != text.strip()[1:-1].strip():
+                # (quotes round a whole line of speech are fine)
+                errors.append(f"{where} [{e}]: title, preamble or outro would be stripped")
             own = find_emotion_words(text, [e])
             if own:
                 errors.append(f"{where} [{e}]: names its emotion: {[m.matched for m in own]}")
