@@ -33,7 +33,7 @@ def planted_vectors(noise: float = 0.05, seed: int = 0) -> EmotionVectors:
 
 def test_planted_clusters_and_valence_are_found():
     space = analyse(planted_vectors(), layer=1)
-    d = space.to_dict()
+    d = space.to_json()
     assert d["n_emotions"] == 171
     assert d["kmeans"]["ari_vs_study"] > 0.8 > d["kmeans"]["shuffled_p95"]
     assert d["pc1_valence"]["n"] == 139  # only rated emotions count
@@ -51,6 +51,6 @@ def test_random_vectors_do_not_match_the_study():
                           M[:, None, :].astype(np.float32), np.ones(1), np.ones(1),
                           {**base.meta, "model": {**base.meta["model"], "n_layers": 1,
                                                   "hidden_size": 32}})
-    d = analyse(vecs).to_dict()
+    d = analyse(vecs).to_json()
     assert abs(d["kmeans"]["ari_vs_study"]) < 0.1
     assert d["kmeans"]["p"] > 0.01

@@ -13,7 +13,7 @@ import pytest
 from emolens.concepts import CORE_EMOTIONS, EMOTIONS
 from emolens.errors import EmolensError
 from emolens.experiments.geometry import cluster_order, cosine_matrix, pca
-from emolens.report import figures as F
+from emolens.report import plots as F
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,8 @@ from emolens.experiments.speakers import (
     speaker_analysis,
     speaker_positions,
 )
-from emolens.monitor import read
+from emolens.readout import read
+from emolens.report.figures import figures_of
 
 DIALOGUES = [
     Record(id="d0", kind="dialogue", text="-", user_emotion="happy", assistant_emotion="calm",
@@ -127,10 +128,10 @@ def test_speaker_analysis_against_slow_paths(llama):
         hits_u += ro.scores[u, ue] > ro.scores[u, ae]
         hits_a += ro.scores[a, ae] > ro.scores[a, ue]
     assert (d.user_first_at_user.hits, d.assistant_first_at_assistant.hits) == (hits_u, hits_a)
-    data = r.to_dict()
+    data = r.to_json()
     json.dumps(data, allow_nan=False)
     assert data["analysis"] == "speakers" and data["study"]["reply_vs_start"] == 0.87
-    assert len(r.figure().axes) == 3
+    assert len(figures_of(r)["main"].axes) == 3
     assert "reply mean vs assistant_start" in r.summary()
 
 

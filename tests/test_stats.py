@@ -16,9 +16,11 @@ from emolens.stats import (
     confusion_matrix,
     format_correlation,
     format_rate,
+    binomial_p,
     mean_rank,
     pearson,
     permutation_p,
+    permutation_test,
     rank_of_true,
     rate,
     spearman,
@@ -179,3 +181,37 @@ def test_topk_rank_confusion():
         topk_accuracy(scores, [0, 1, 3, 0], 1)
     with pytest.raises(EmolensError):
         confusion_matrix([0, 1], [0, 5], 3)
+
+
+# ------------------------------------------------------------------------------ scipy underneath
+
+
+def test_binomial_p_matches_scipy():
+    assert binomial_p(7, 10, 0.5) == pytest.approx(st.binom.sf(6, 10, 0.5))
+    assert math.isnan(binomial_p(0, 0, 0.5))
+
+
+def test_permutation_test_null_and_exactness():
+    x = np.arange(30.0)
+    t = permutation_test(lambda a, b: float(np.corrcoef(a, b)[0, 1]), x, x[::-1], n=199,
+                         alternative="less")
+    assert t.statistic == pytest.approx(-1.0) and t.p == pytest.approx(1 / 200)
+    assert t.null.shape == (199,) and abs(t.null.mean()) < 0.1
+    # with fewer orderings than shuffles asked for, every ordering is used: an exact p
+    small = permutation_test(lambda a, b: float(a @ b), np.arange(4.0), np.arange(4.0), n=999,
+                             alternative="greater")
+    assert small.null.shape == (24,) and small.p == pytest.approx(1 / 24)
+    nan = permutation_test(lambda a, b: float("nan"), x, x, n=10)
+    assert math.isnan(nan.p) and nan.null.size == 0
+    with pytest.raises(EmolensError):
+        permutation_test(lambda a, b: 0.0, x, x, alternative="sideways")
+
+
+def test_bootstrap_rows_may_be_vectors_and_one_row_is_a_point():
+    rows = np.arange(20.0).reshape(10, 2)
+    lo, hi = bootstrap_ci(rows, lambda r: float(r[:, 1].mean() - r[:, 0].mean()), n_boot=50)
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+    assert bootstrap_ci(np.array([3.0]), np.mean) == (3.0, 3.0)
+    assert all(math.isnan(v) for v in bootstrap_ci(np.arange(5.0), lambda r: float("nan"),
+                                                    n_boot=20))
+

@@ -13,6 +13,7 @@ Pure numpy/scipy, no model code.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -23,7 +24,9 @@ from emolens.errors import EmolensError
 
 __all__ = [
     "Correlation",
+    "Permutation",
     "Rate",
+    "binomial_p",
     "bootstrap_ci",
     "confusion_matrix",
     "format_correlation",
@@ -31,6 +34,7 @@ __all__ = [
     "mean_rank",
     "pearson",
     "permutation_p",
+    "permutation_test",
     "rank_of_true",
     "rate",
     "spearman",
@@ -66,10 +70,12 @@ def _z(level: float) -> float:
 
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes out of ``n`` trials.
+    """Wilson score interval for ``k`` successes out of ``n`` trials
+    (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``).
 
     Unlike the normal approximation it stays inside [0, 1] and is sensible at k = 0 or
-    k = n. With n = 0 nothing is known and the interval is the whole of [0, 1].
+    k = n. With n = 0 nothing is known and the interval is the whole of [0, 1]. This is the
+    package's only proportion interval: every :class:`Rate` carries it.
 
     >>> [round(x, 4) for x in wilson_ci(8, 10)]
     [0.4902, 0.9433]
@@ -79,15 +85,11 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     k, n = int(k), int(n)
     if n < 0 or k < 0 or k > n:
         raise EmolensError(f"need 0 <= k <= n for a proportion, got k={k}, n={n}")
+    _z(level)
     if n == 0:
         return 0.0, 1.0
-    z = _z(level)
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # Clamp the rounding error at the ends (k = 0 or k = n gives exactly 0 or 1 in theory).
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = _st.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def rate(hits: int, n: int, level: float = 0.95) -> Rate:
@@ -98,6 +100,18 @@ def rate(hits: int, n: int, level: float = 0.95) -> Rate:
     """
     lo, hi = wilson_ci(hits, n, level)
     return Rate(hits / n if n else math.nan, int(hits), int(n), lo, hi)
+
+
+def binomial_p(hits: int, n: int, chance: float) -> float:
+    """One-sided binomial p-value of ``hits`` or more out of ``n`` at success rate ``chance``
+    (``scipy.stats.binomtest``; NaN when n = 0).
+
+    >>> round(binomial_p(20, 24, 0.5), 5)
+    0.00077
+    """
+    if n == 0:
+        return math.nan
+    return float(_st.binomtest(int(hits), int(n), float(chance), alternative="greater").pvalue)
 
 
 def format_rate(r: Rate, level: float = 0.95, digits: int = 2) -> str:
@@ -139,36 +153,30 @@ def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _r(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2:
-        return math.nan
-    a = a - a.mean()
-    b = b - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    if den == 0.0:
-        return math.nan  # a constant variable has no correlation
-    return float(np.clip((a @ b) / den, -1.0, 1.0))
+def _constant(a: np.ndarray) -> bool:
+    return bool(a.size and np.all(a == a[0]))
 
 
-def _correlation(r: float, n: int, level: float, se_scale: float) -> Correlation:
-    if math.isnan(r) or n < 3:
-        return Correlation(r, n, math.nan, math.nan, math.nan)
-    if abs(r) >= 1.0:
-        p = 0.0
-    else:
-        t = r * math.sqrt((n - 2) / (1.0 - r * r))
-        p = float(2.0 * _st.t.sf(abs(t), n - 2))
-    if n <= 3:
-        return Correlation(r, n, p, math.nan, math.nan)
-    # Fisher z: atanh(r) is close to normal with sd 1/sqrt(n-3) (times se_scale for Spearman).
+def _snap(r: float) -> float:
+    """r clipped to [-1, 1], with rounding error at the ends removed (a perfect monotone
+    relation gives exactly 1, not 0.9999999999999999)."""
+    r = float(np.clip(r, -1.0, 1.0))
+    return math.copysign(1.0, r) if abs(r) > 1.0 - 1e-13 else r
+
+
+def _fisher_ci(r: float, n: int, level: float, se_scale: float) -> tuple[float, float]:
+    """Fisher-z interval: atanh(r) is close to normal with sd se_scale / sqrt(n - 3)."""
+    if n <= 3 or math.isnan(r):
+        return math.nan, math.nan
     z = math.atanh(max(-1.0 + 1e-15, min(1.0 - 1e-15, r)))
     half = _z(level) * se_scale / math.sqrt(n - 3)
-    return Correlation(r, n, p, math.tanh(z - half), math.tanh(z + half))
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
             level: float = 0.95) -> Correlation:
-    """Pearson r with a two-sided p from the t distribution (n - 2 df) and a Fisher-z CI.
+    """Pearson r with its two-sided p and Fisher-z CI (``scipy.stats.pearsonr`` and its
+    ``confidence_interval``).
 
     p and CI are NaN when n is too small (p needs n >= 3, the CI n >= 4) or a variable is
     constant (then r is NaN too).
@@ -178,21 +186,42 @@ def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
     (0.8, 4, 0.2)
     """
     a, b = _pair(x, y)
-    return _correlation(_r(a, b), a.size, level, 1.0)
+    _z(level)
+    n = int(a.size)
+    if n < 2 or _constant(a) or _constant(b):
+        return Correlation(math.nan, n, math.nan, math.nan, math.nan)
+    res = _st.pearsonr(a, b)
+    r = _snap(res.statistic)
+    if n < 3:
+        return Correlation(r, n, math.nan, math.nan, math.nan)
+    if n <= 3 or abs(r) >= 1.0:
+        lo, hi = _fisher_ci(r, n, level, 1.0)
+    else:
+        ci = res.confidence_interval(confidence_level=level)
+        lo, hi = float(ci.low), float(ci.high)
+    return Correlation(r, n, float(res.pvalue), lo, hi)
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
              level: float = 0.95) -> Correlation:
-    """Spearman rank correlation (ties get average ranks), p from the t approximation (as
-    scipy does) and a Fisher-z CI with the Fieller-Hartley-Pearson variance 1.06 / (n - 3).
+    """Spearman rank correlation with its p (``scipy.stats.spearmanr``: average ranks for
+    ties, t approximation) and a Fisher-z CI with the Fieller-Hartley-Pearson variance
+    1.06 / (n - 3) (scipy has no Spearman interval).
 
     >>> spearman([1, 2, 3, 4, 5], [1, 4, 9, 16, 25]).r
     1.0
     """
     a, b = _pair(x, y)
-    ra = _st.rankdata(a)
-    rb = _st.rankdata(b)
-    return _correlation(_r(ra, rb), a.size, level, math.sqrt(1.06))
+    _z(level)
+    n = int(a.size)
+    if n < 2 or _constant(a) or _constant(b):
+        return Correlation(math.nan, n, math.nan, math.nan, math.nan)
+    res = _st.spearmanr(a, b)
+    r = _snap(res.statistic)
+    if n < 3:
+        return Correlation(r, n, math.nan, math.nan, math.nan)
+    lo, hi = _fisher_ci(r, n, level, math.sqrt(1.06))
+    return Correlation(r, n, float(res.pvalue), lo, hi)
 
 
 def format_correlation(c: Correlation, symbol: str = "r", level: float = 0.95,
@@ -233,11 +262,12 @@ def _is_pair(data: Any) -> bool:
 
 def bootstrap_ci(data: Any, statistic: Callable[..., float], n_boot: int = 2000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic``.
+    """Percentile bootstrap interval of ``statistic`` (``scipy.stats.bootstrap``).
 
     ``data`` is either one array (rows are resampled; ``statistic(sample)``) or a pair
     ``(x, y)`` of equal length whose rows are resampled together (``statistic(xs, ys)``).
-    Replicates where the statistic is NaN (e.g. a constant resample) are dropped.
+    Rows may be vectors (a 2-d array resamples whole rows). Replicates where the statistic
+    is NaN (e.g. a constant resample) are dropped; one row gives a zero-width interval.
 
     >>> lo, hi = bootstrap_ci(np.arange(100.0), np.mean, n_boot=500)
     >>> bool(40 < lo < 49.5 < hi < 59)
@@ -251,9 +281,22 @@ def bootstrap_ci(data: Any, statistic: Callable[..., float], n_boot: int = 2000,
     if n_boot < 1:
         raise EmolensError(f"n_boot must be >= 1, got {n_boot}")
     _z(level)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    reps = np.array([float(statistic(*(a[i] for a in arrays))) for i in idx])
+
+    def on_rows(idx: np.ndarray) -> float:
+        return float(statistic(*(a[idx.astype(np.int64)] for a in arrays)))
+
+    if n == 1:
+        value = on_rows(np.zeros(1, np.int64))
+        return (value, value) if math.isfinite(value) else (math.nan, math.nan)
+    # rows are resampled through their indices, so rows may be vectors and pairs stay paired
+    with warnings.catch_warnings():  # a degenerate resample is handled below, not warned
+        warnings.simplefilter("ignore", _st.DegenerateDataWarning)
+        res = _st.bootstrap((np.arange(n),), on_rows, n_resamples=int(n_boot),
+                            vectorized=False, confidence_level=level, method="percentile",
+                            rng=np.random.default_rng(seed))
+    reps = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+    if np.all(np.isfinite(reps)):
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return math.nan, math.nan
@@ -261,16 +304,28 @@ def bootstrap_ci(data: Any, statistic: Callable[..., float], n_boot: int = 2000,
     return float(np.quantile(reps, alpha)), float(np.quantile(reps, 1.0 - alpha))
 
 
-def permutation_p(stat_fn: Callable[[np.ndarray, np.ndarray], float], x: Any, y: Any,
-                  n: int = 5000, seed: int = 0, alternative: str = "two-sided") -> float:
-    """Permutation p-value of ``stat_fn(x, y)`` against shuffles of ``y`` relative to ``x``.
+class Permutation(NamedTuple):
+    """A permutation test: the observed statistic, its p-value and the null distribution."""
+
+    statistic: float
+    p: float
+    null: np.ndarray
+
+
+def permutation_test(stat_fn: Callable[[np.ndarray, np.ndarray], float], x: Any, y: Any,
+                     n: int = 5000, seed: int = 0, alternative: str = "two-sided"
+                     ) -> Permutation:
+    """Permutation test of ``stat_fn(x, y)`` against shuffles of ``y``'s rows relative to
+    ``x`` (``scipy.stats.permutation_test``, ``permutation_type="pairings"``).
 
     ``alternative``: ``"two-sided"`` compares absolute values, ``"greater"`` / ``"less"``
-    one tail. The observed statistic counts as one permutation, so p >= 1 / (n + 1).
+    one tail. A NaN statistic of a shuffle counts as 0. With more shuffles asked for than
+    there are orderings the test is exact; otherwise the observed statistic counts as one
+    shuffle, so p >= 1 / (n + 1).
 
-    >>> x = np.arange(20.0)
-    >>> permutation_p(lambda a, b: pearson(a, b).r, x, 2 * x + 1, n=999)
-    0.001
+    >>> t = permutation_test(lambda a, b: float(a @ b), np.arange(6.0), np.arange(6.0), n=99)
+    >>> t.statistic, t.p, t.null.shape
+    (55.0, 0.01, (99,))
     """
     if alternative not in ("two-sided", "greater", "less"):
         raise EmolensError(f"alternative must be two-sided, greater or less, got {alternative!r}")
@@ -281,18 +336,31 @@ def permutation_p(stat_fn: Callable[[np.ndarray, np.ndarray], float], x: Any, y:
         raise EmolensError(f"x and y differ in length ({xa.shape[0]} vs {ya.shape[0]})")
     obs = float(stat_fn(xa, ya))
     if math.isnan(obs):
-        return math.nan
-    rng = np.random.default_rng(seed)
-    perm = np.array([float(stat_fn(xa, ya[rng.permutation(ya.shape[0])])) for _ in range(n)])
-    perm = np.nan_to_num(perm, nan=0.0)
-    tol = 1e-12 * max(1.0, abs(obs))  # equal statistics must count as "as extreme"
-    if alternative == "two-sided":
-        extreme = np.abs(perm) >= abs(obs) - tol
-    elif alternative == "greater":
-        extreme = perm >= obs - tol
-    else:
-        extreme = perm <= obs + tol
-    return float((1 + int(extreme.sum())) / (n + 1))
+        return Permutation(math.nan, math.nan, np.zeros(0))
+    two = alternative == "two-sided"
+
+    def shuffled(idx: np.ndarray) -> float:
+        v = float(stat_fn(xa, ya[idx.astype(np.int64)]))
+        v = 0.0 if math.isnan(v) else v
+        return abs(v) if two else v
+
+    res = _st.permutation_test((np.arange(ya.shape[0]),), shuffled, vectorized=False,
+                               permutation_type="pairings", n_resamples=int(n),
+                               alternative="greater" if two else alternative,
+                               rng=np.random.default_rng(seed))
+    null = np.asarray(res.null_distribution, dtype=np.float64)
+    return Permutation(obs, float(res.pvalue), null)
+
+
+def permutation_p(stat_fn: Callable[[np.ndarray, np.ndarray], float], x: Any, y: Any,
+                  n: int = 5000, seed: int = 0, alternative: str = "two-sided") -> float:
+    """The p-value of :func:`permutation_test`.
+
+    >>> x = np.arange(20.0)
+    >>> permutation_p(lambda a, b: pearson(a, b).r, x, 2 * x + 1, n=999)
+    0.001
+    """
+    return permutation_test(stat_fn, x, y, n=n, seed=seed, alternative=alternative).p
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +382,7 @@ def rank_of_true(scores: Any, true_idx: Any) -> np.ndarray:
     """Rank of the true class in each row, 1 = highest score.
 
     A tie favours the true class (rank = 1 + number of strictly higher scores), matching
-    :func:`emolens.vectors.topk_accuracy`.
+    :func:`topk_accuracy`.
 
     >>> rank_of_true([[0.1, 0.5, 0.4], [0.3, 0.3, 0.0]], [2, 1]).tolist()
     [2, 1]

@@ -1,83 +1,104 @@
-"""``emolens report`` and ``emolens demo``: every analysis of the study, as one HTML page."""
+"""``emolens report`` and ``emolens demo``: every analysis of the registry, as one HTML page.
+
+    emolens report --out emolens-report                      # every analysis
+    emolens report --only heldout,geometry --no-progress     # some of them
+
+The sections are the registry's analyses (:mod:`emolens.experiments`), in its order; a
+progress bar over them shows on a terminal (``--progress`` / ``--no-progress`` to choose).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from typing import Any
 
 from emolens.cli.common import add_model_args, load_model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``report`` and ``demo``."""
     p = sub.add_parser("report", help="run every analysis and write an HTML report")
     add_model_args(p)
-    p.add_argument("--vectors", default=None,
-                   help="vector file (default: the shipped vectors for the default model)")
-    p.add_argument("--corpus", default="default", help="corpus with held-out stories")
-    p.add_argument("--out", default="emolens-report", help="output folder")
-    p.add_argument("--layer", type=int, default=None, help="read-out layer (default: the "
-                   "file's recommended layer)")
-    p.add_argument("--only", default=None, help="comma-separated section keys to run")
+    _add_report_args(p)
     p.set_defaults(func=run)
     d = sub.add_parser("demo", help="the main job on the default model: model info, a "
                        "monitored generation, then the full report")
     d.add_argument("--out", default="emolens-report", help="output folder")
-    d.set_defaults(func=run_demo, model="default", dtype="float32", device=None,
-                   device_map=None, vectors=None, corpus="default", layer=None, only=None)
+    d.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar over the sections (default: on a terminal)")
+    d.set_defaults(func=run_demo, model="default", revision=None, trust_remote_code=False,
+                   dtype="float32", device="auto", device_map=None, vectors=None,
+                   corpus="default", layer=None, only=None, seed=0)
 
 
-def _vectors(args: argparse.Namespace, lm):  # noqa: ANN001, ANN202
-    from emolens.errors import VectorFileError
-    from emolens.extract import default_vectors
-    from emolens.vectors import EmotionVectors
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vectors", default=None,
+                   help="vector file (default: the shipped vectors for the default model)")
+    p.add_argument("--corpus", default="default", help="corpus with held-out stories")
+    p.add_argument("--out", default="emolens-report", help="output folder")
+    p.add_argument("--layer", default=None, help="read-out layer (int, depth fraction or "
+                   "blocks.N.hook_resid_post; default: the file's recommended layer)")
+    p.add_argument("--only", default=None, help="comma-separated analysis names to run "
+                   "(the names of 'emolens validate --help')")
+    p.add_argument("--seed", type=int, default=0, help="seed for random controls (default 0)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar over the sections (default: on a terminal)")
 
-    if args.vectors:
-        return EmotionVectors.load(args.vectors, expect_model=lm.fingerprint())
-    if args.model != "default":
-        raise VectorFileError("--vectors is required for models other than the default "
-                              "(build them with: emolens extract --model ... --out FILE)")
-    return default_vectors(lm)
+
+def _chosen(only: str | None) -> list[Any]:
+    """The analyses ``--only`` names (any spelling the registry knows), all by default."""
+    from emolens.experiments import analyses, get
+
+    if not only:
+        return analyses()
+    return [get(k) for k in only.split(",") if k.strip()]
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    wanted = getattr(args, "progress", None)
+    return bool(sys.stderr.isatty()) if wanted is None else bool(wanted)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the report and print where it is."""
+    from emolens.cli.options import load_vectors_from_args, parse_layer
     from emolens.corpus import load_corpus
-    from emolens.errors import EmolensError
-    from emolens.report.html import SECTIONS, build_report
+    from emolens.report.html import build_report
 
-    sections = SECTIONS
-    if args.only:
-        wanted = [k.strip() for k in args.only.split(",")]
-        unknown = sorted(set(wanted) - {s.key for s in SECTIONS})
-        if unknown:
-            raise EmolensError(f"unknown report section(s) {unknown}; choose from "
-                               + ", ".join(s.key for s in SECTIONS))
-        sections = tuple(s for s in SECTIONS if s.key in wanted)
+    chosen = _chosen(args.only)  # unknown names fail before the model loads
     lm = load_model_from_args(args)
-    vectors = _vectors(args, lm)
-    page = build_report(lm, vectors, args.out, corpus=load_corpus(args.corpus),
-                        layer=args.layer, sections=sections)
+    vectors = load_vectors_from_args(args, lm)
+    corpus = load_corpus(args.corpus) if any(a.needs_corpus for a in chosen) else None
+    page = build_report(lm, vectors, args.out, corpus=corpus, layer=parse_layer(args.layer),
+                        analyses=chosen, seed=args.seed, progress=_progress(args))
     print(f"report: {page.resolve()}")
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Model info, one monitored reply, then the full report."""
+    from emolens.cli.options import load_vectors_from_args
+
     started = time.perf_counter()
     lm = load_model_from_args(args)
     info = lm.info()
     print(f"model: {info['name']} ({info['class']}, {info['n_layers']} layers, "
           f"d={info['hidden_size']}, {info['parameters'] / 1e6:.0f}M parameters, "
           f"{info['dtype']}) loaded in {getattr(lm, 'load_seconds', 0):.1f}s")
-    vectors = _vectors(args, lm)
+    vectors = load_vectors_from_args(args, lm)
     print(f"vectors: {len(vectors.emotions)} emotions x {len(vectors.layers)} layers, "
           f"read at layer {vectors.default_layer}")
     prompt = [{"role": "user", "content": "My dog has been missing for three days and I just "
                "found his collar by the road. What should I do?"}]
     result = lm.generate_text([prompt], max_new_tokens=40, monitor=vectors)[0]
-    top = result.scores.mean(axis=0).argsort()[::-1][:5] if result.scores is not None else []
     print(f"monitored reply: {result.text.strip()!r}")
-    print("reply's strongest emotions: " + ", ".join(
-        f"{vectors.emotions[i]} {result.scores.mean(axis=0)[i]:+.3f}" for i in top))
+    if result.scores is not None and len(result.scores):
+        mean = result.scores.mean(axis=0)
+        top = mean.argsort()[::-1][:5]
+        print("reply's strongest emotions: " + ", ".join(
+            f"{vectors.emotions[i]} {mean[i]:+.3f}" for i in top))
     sys.stdout.flush()
     code = run(args)
     print(f"main job finished in {time.perf_counter() - started:.0f}s")

@@ -1,133 +1,219 @@
-"""``emolens validate``: the study's validation and speaker checks on any model.
+"""``emolens validate NAME``: any analysis of the registry, on any model.
 
     emolens validate scenarios                      # default model, shipped vectors
     emolens validate all --out results/ --json      # every analysis, figures as PNG
     emolens validate intensity --model Qwen/Qwen2.5-0.5B-Instruct --vectors qwen.safetensors
+    emolens validate logit-lens --k 10              # an analysis's own options
+    emolens validate steering --help                # what they are
+
+The analyses, their help and their options come from :mod:`emolens.experiments` (the
+registry), so a new analysis appears here without touching this file. The registry is
+imported only when ``validate`` runs or shows its help: other commands start without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import tempfile
+import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emolens.cli.common import add_model_args, load_model_from_args, print_json
-from emolens.errors import EmolensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.lens import LanguageModel
-    from emolens.vectors import EmotionVectors
+    from emolens.experiments import Analysis, Option
 
-CHOICES = ("heldout", "logit-lens", "scenarios", "intensity", "steering", "speakers", "all")
+logger = logging.getLogger(__name__)
+
+_SUMMARY = ("any analysis of the study (held-out accuracy, logit lens, scenarios, intensity, "
+            "steering, geometry, speakers, ...); see: emolens validate --help")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """The options every analysis shares (model, vectors, layer, corpus, output)."""
+    add_model_args(p)
+    g = p.add_argument_group("inputs and output")
+    g.add_argument("--vectors", default=None, metavar="FILE",
+                   help="vector file (default: the shipped vectors of the default model)")
+    g.add_argument("--layer", default=None,
+                   help="layer to read and steer (int, depth fraction or "
+                        "blocks.N.hook_resid_post; default: the file's)")
+    g.add_argument("--corpus", default="default",
+                   help="corpus with held-out stories and dialogues (default: shipped)")
+    g.add_argument("--seed", type=int, default=0, help="seed for random controls (default 0)")
+    g.add_argument("--batch-size", type=int, default=16, help="texts per forward (default 16)")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.add_argument("--out", default=None, help="folder for figures (PNG) and results (JSON)")
+
+
+class _FullHelp(argparse.Action):
+    """``validate --help``: the help of the full parser, built from the registry."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        build_parser(parser.prog, type(parser)).print_help()
+        parser.exit()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="held-out accuracy, logit lens, scenarios, intensity, "
-                       "steering and speaker checks of emotion vectors")
-    p.add_argument("analysis", choices=CHOICES, metavar="ANALYSIS",
-                   help="one of " + ", ".join(CHOICES))
-    add_model_args(p)
-    p.add_argument("--vectors", default=None,
-                   help="vector file (default: the shipped vectors of the default model)")
-    p.add_argument("--layer", default=None,
-                   help="layer to read and steer (int or depth fraction; default: the file's)")
-    p.add_argument("--corpus", default="default",
-                   help="corpus with held-out stories and dialogues (default: shipped)")
-    p.add_argument("--strength", type=float, default=0.5,
-                   help="steering strength for 'steering', in residual-norm units")
-    p.add_argument("--k", type=int, default=5, help="tokens per side for 'logit-lens'")
-    p.add_argument("--max-new-tokens", type=int, default=20,
-                   help="reply length for 'speakers'")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--out", default=None, help="folder for figures (PNG) and results (JSON)")
+    """Add ``validate``: common options here, ``NAME [its options]`` parsed by
+    :func:`build_parser` when the command runs (so other commands never import the registry).
+    """
+    p = sub.add_parser("validate", help=_SUMMARY, add_help=False,
+                       usage="%(prog)s [-h] ANALYSIS [options]")
+    p.add_argument("-h", "--help", action=_FullHelp, help="show the analyses and options")
+    _add_common(p)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
-def load_vectors(lm: LanguageModel, path: str | None, model_spec: str) -> EmotionVectors:
-    """The vectors to validate: ``path``, or the shipped ones for the default model."""
-    from emolens.vectors import EmotionVectors
-
-    if path is not None:
-        return EmotionVectors.load(path, expect_model=lm.fingerprint())
-    if model_spec != "default":
-        raise EmolensError("pass --vectors FILE: shipped vectors exist only for the default "
-                           "model (build some with the extraction command)")
-    from emolens.extract import default_vectors
-
-    return default_vectors(lm)
+def _help(o: Option) -> str:
+    d = o.default
+    shown = ",".join(map(str, d)) if isinstance(d, (tuple, list)) else d
+    return f"{o.help} (default: {shown})"
 
 
-def run_analysis(name: str, lm: LanguageModel, vectors: EmotionVectors, args: Any,
-                 corpus: Any = None) -> Any:
-    """Run one analysis by its CLI name; returns its result object."""
-    from emolens.experiments import validation as V
+def _arg_type(o: Option) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return o.parse(text)  # type: ignore[misc]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{o.flag}: {exc}") from None
 
-    layer = args.layer
-    if name == "heldout":
-        return V.heldout_classification(lm, vectors, corpus, layer=layer)
-    if name == "logit-lens":
-        return V.logit_lens(lm, vectors, layer=layer, k=args.k)
-    if name == "scenarios":
-        return V.implicit_scenarios(lm, vectors, layer=layer)
-    if name == "intensity":
-        return V.intensity_sweeps(lm, vectors, layer=layer)
-    if name == "steering":
-        return V.steering_validation(lm, vectors, layer=layer, strength=args.strength)
-    if name == "speakers":
-        from emolens.experiments.speakers import speaker_analysis
-
-        return speaker_analysis(lm, vectors, layer=layer, max_new_tokens=args.max_new_tokens,
-                                corpus=corpus)
-    raise EmolensError(f"unknown analysis {name!r}")  # pragma: no cover - argparse checks
+    parse.__name__ = o.name
+    return parse
 
 
-def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _add_option(group: Any, o: Option, seen: dict[str, Option]) -> None:
+    if o.name in seen:  # "all": one flag for options of the same name
+        return
+    seen[o.name] = o
+    if isinstance(o.default, bool):
+        group.add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=_help(o))
+    else:
+        group.add_argument(o.flag, dest=o.name, type=_arg_type(o), choices=o.choices,
+                           default=argparse.SUPPRESS, help=_help(o))
+
+
+def _suppress_defaults(p: argparse.ArgumentParser) -> None:
+    """Options left out set nothing, so values parsed earlier (before NAME) survive."""
+    for action in p._actions:
+        if action.dest not in ("help", "analysis"):
+            action.default = argparse.SUPPRESS
+
+
+def build_parser(prog: str = "emolens validate",
+                 parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    """The full ``validate`` parser: one subcommand per registered analysis (its options
+    with their defaults and help), plus ``all``. Common options may come before or after
+    the name; an analysis option left out keeps the analysis's own default.
+
+    >>> p = build_parser()
+    >>> ns = p.parse_args(["logit-lens", "--k", "3"])
+    >>> ns.analysis, ns.k
+    ('logit-lens', 3)
+    """
+    from emolens.experiments import analyses
+
+    p = parser_class(prog=prog, usage="%(prog)s ANALYSIS [options]",
+                     description="Run one analysis of the study (or all of them) and print "
+                                 "its summary, or its numbers with --json. Each analysis has "
+                                 "its own options: emolens validate ANALYSIS --help.")
+    subs = p.add_subparsers(dest="analysis", metavar="ANALYSIS", title="analyses",
+                            required=True)
+    every: dict[str, Option] = {}
+    for a in analyses():
+        sp = subs.add_parser(a.name, aliases=list(a.aliases),
+                             help=f"{a.title} (study section {a.section})",
+                             description=f"{a.title} (study section {a.section}). "
+                                         f"{a.description}")
+        _add_common(sp)
+        _suppress_defaults(sp)
+        if a.options:
+            group = sp.add_argument_group(f"options of {a.name}")
+            for o in a.options:
+                _add_option(group, o, {})
+        sp.set_defaults(analysis=a.name)
+    allp = subs.add_parser("all", help="every analysis above, one after another",
+                           description="Every analysis of the registry, one after another; "
+                                       "each option applies to the analyses that have it.")
+    _add_common(allp)
+    _suppress_defaults(allp)
+    group = allp.add_argument_group("options of the analyses")
+    for a in analyses():
+        for o in a.options:
+            _add_option(group, o, every)
+    allp.set_defaults(analysis="all")
+    _add_common(p)  # after the analyses, so --help lists them first
+    _suppress_defaults(p)
+    return p
+
+
+def _options_for(a: Analysis, ns: argparse.Namespace) -> dict[str, Any]:
+    return {o.name: getattr(ns, o.name) for o in a.options if hasattr(ns, o.name)}
+
+
+def _save(result: Any, out_dir: Path, name: str, data: dict[str, Any]) -> list[Path]:
+    """``NAME.png`` for the main figure, ``NAME-FIG.png`` for others, ``NAME.json``."""
+    from emolens.fileio import write_text_atomic
+    from emolens.report.figures import figures_of
+    from emolens.report.plots import save_png
+
+    paths = []
+    for fig_name, fig in figures_of(result).items():
+        stem = name if fig_name == "main" else f"{name}-{fig_name}"
+        paths.append(save_png(fig, out_dir / f"{stem}.png"))
+    write_text_atomic(out_dir / f"{name}.json",
+                      json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
-    from emolens.report.figures import save_png
+    """Parse ``NAME [options]`` against the registry, run, print or write the results."""
+    from emolens.cli import OneLineParser
+    from emolens.cli.options import load_vectors_from_args, parse_layer
+    from emolens.experiments import Context, analyses, get
 
-    names = [n for n in CHOICES if n != "all"] if args.analysis == "all" else [args.analysis]
-    lm = load_model_from_args(args)
-    vectors = load_vectors(lm, args.vectors, args.model)
+    rest = vars(args).pop("argv", None) or []
+    try:
+        ns = build_parser("emolens validate", OneLineParser).parse_args(rest, namespace=args)
+    except SystemExit as exc:  # NAME --help, or a one-line argument error (already printed)
+        return exc.code if isinstance(exc.code, int) else 0
+    chosen = analyses() if ns.analysis == "all" else [get(ns.analysis)]
+    lm = load_model_from_args(ns) if any(a.needs_model for a in chosen) else None
+    vectors = load_vectors_from_args(ns, lm)
     corpus = None
-    if {"heldout", "speakers"} & set(names):
+    if any(a.needs_corpus for a in chosen):
         from emolens.corpus import load_corpus
 
-        corpus = load_corpus(args.corpus)
-    out_dir = Path(args.out) if args.out else None
+        corpus = load_corpus(ns.corpus)
+    ctx = Context(lm, vectors, corpus, parse_layer(ns.layer), seed=ns.seed,
+                  batch_size=ns.batch_size)
+    out_dir = Path(ns.out) if ns.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    for name in names:
+    for a in chosen:
         started = time.perf_counter()
-        if not args.json:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-        res = run_analysis(name, lm, vectors, args, corpus)
-        data = res.to_dict()
+        logger.info("running %s ...", a.name)
+        res = a.execute(ctx, _options_for(a, ns))
+        data = res.to_json()
         data["seconds"] = round(time.perf_counter() - started, 2)
-        results[name] = data
-        if out_dir is not None:
-            save_png(res.figure(), out_dir / f"{name}.png")
-            _write_json(out_dir / f"{name}.json", data)
-        if not args.json:
+        results[a.name] = data
+        pngs = _save(res, out_dir, a.name, data) if out_dir is not None else []
+        if not ns.json:
             print(res.summary())
-            print(f"  ({data['seconds']:.1f} s" + (f"; figure {out_dir / (name + '.png')}"
-                                                   if out_dir is not None else "") + ")\n")
-    if args.json:
-        print_json(results if args.analysis == "all" else results[names[0]])
+            where = f"; figures {', '.join(map(str, pngs))}" if pngs else ""
+            print(f"  ({data['seconds']:.1f} s{where})\n", flush=True)
+    if ns.json:
+        print_json(results if ns.analysis == "all" else results[chosen[0].name])
     return 0

@@ -1,36 +1,51 @@
-"""The geometry of a model's emotion vectors (study section 6), as one result object.
+"""The geometry of a model's emotion vectors (study section 6), as one result object and
+the ``geometry`` analysis of the registry.
 
 Cosine matrix ordered by hierarchical clustering, k-means (k = 10) against the study's
 clusters, PCA against valence and arousal ratings (and the best-aligned axes within the
 top PCs, cross-validated), and cross-layer representational similarity.  Pure maths
 on a vector file: no model needed.
+
+>>> space = analyse(vecs)
+>>> space.kind, len(space.emotions), space.to_json()["n_emotions"]
+('geometry', 6, 6)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emolens.concepts import EMOTION_CLUSTERS, Norms, load_norms
 from emolens.experiments import geometry as geo
-from emolens.report import figures
+from emolens.experiments.registry import Analysis, Context, Option, Result, jsonable, register
 from emolens.stats import Correlation, format_correlation
-from emolens.vectors import EmotionVectors
+
+if TYPE_CHECKING:  # pragma: no cover
+    from emolens.vectors import EmotionVectors
+
+__all__ = ["RSA_LAYERS", "EmotionSpace", "analyse"]
 
 #: Layers compared in the cross-layer similarity (the study used 14 evenly spaced).
 RSA_LAYERS = 14
 
 
-def _corr(c: Correlation) -> dict[str, float]:
-    return {"r": round(c.r, 4), "n": c.n, "p": c.p, "ci": [round(c.ci_low, 4),
-                                                             round(c.ci_high, 4)]}
+def _corr(c: Correlation) -> dict[str, Any]:
+    return {"r": round(c.r, 4), "n": c.n, "p": c.p, "ci_low": round(c.ci_low, 4),
+            "ci_high": round(c.ci_high, 4)}
 
 
-@dataclass(frozen=True)
-class EmotionSpace:
-    """Everything section 6 of the study measures, for one vector file and layer."""
+@dataclass(frozen=True, eq=False)
+class EmotionSpace(Result):
+    """Everything section 6 of the study measures, for one vector file and layer.
+
+    The arrays (``cosine``, ``order``, ``pca``, ``rsa``) are what the figures draw;
+    :meth:`to_json` keeps the numbers the report quotes.
+    """
+
+    kind = "geometry"
 
     layer: int
     emotions: tuple[str, ...]
@@ -45,10 +60,12 @@ class EmotionSpace:
     rsa: geo.RSAResult
     valence: dict[str, float]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """The headline numbers, JSON-safe (every correlation with n, p and interval)."""
         c = self.clusters
-        return {
-            "layer": self.layer, "n_emotions": len(self.emotions),
+        return jsonable({
+            "kind": self.kind, "analysis": "geometry", "layer": self.layer,
+            "n_emotions": len(self.emotions),
             "kmeans": {"k": c.n_clusters, "ari_vs_study": round(c.ari, 4),
                        "shuffled_mean": round(c.baseline_mean, 4),
                        "shuffled_p95": round(c.baseline_p95, 4), "p": c.p,
@@ -66,10 +83,11 @@ class EmotionSpace:
                                   "n": self.best_arousal.n},
             "rsa_layers": [int(x) for x in self.rsa.layers],
             "rsa_mean_offdiag": round(float(_offdiag_mean(self.rsa.matrix)), 4),
-        }
+        })
 
     def summary(self) -> str:
-        d, c = self.to_dict(), self.clusters
+        """The study's section 6 numbers beside ours, in a paragraph."""
+        d, c = self.to_json(), self.clusters
         evr = self.pca.explained_variance_ratio
         return (
             f"At layer {self.layer}, PC1 explains {evr[0]:.0%} and PC2 {evr[1]:.0%} of the "
@@ -84,15 +102,6 @@ class EmotionSpace:
             f"95th percentile {c.baseline_p95:.3f}; {_perm_p(c.p, c.n_perm)}). Across "
             f"{len(self.rsa.layers)} layers the cosine structure correlates at "
             f"{d['rsa_mean_offdiag']:.2f} on average between layer pairs.")
-
-    def figures(self) -> dict[str, Any]:
-        names = list(self.emotions)
-        return {
-            "cosine_matrix": figures.fig_cosine_matrix(self.cosine, names, self.order),
-            "pca": figures.fig_pca(self.pca.scores, names, self.pca.explained_variance_ratio,
-                                   valence=self.valence),
-            "rsa": figures.fig_rsa(self.rsa.matrix, self.rsa.layers),
-        }
 
 
 def _perm_p(p: float, n_perm: int) -> str:
@@ -116,11 +125,12 @@ def _rsa_layers(vectors: EmotionVectors) -> list[int]:
 
 
 def analyse(vectors: EmotionVectors, layer: int | None = None, norms: Norms | None = None,
-            seed: int = 0) -> EmotionSpace:
-    """Run every geometry analysis of the study on ``vectors`` at ``layer``.
+            seed: int = 0, n_perm: int = 1000) -> EmotionSpace:
+    """Run every geometry analysis of the study on ``vectors`` at ``layer`` (default: the
+    file's recommended layer).
 
-    >>> space = analyse(default_vectors())   # doctest: +SKIP
-    >>> print(space.summary())               # doctest: +SKIP
+    >>> "k-means with k = 10" in analyse(vecs, layer=1).summary()
+    True
     """
     layer = vectors.default_layer if layer is None else layer
     norms = norms or load_norms()
@@ -129,7 +139,8 @@ def analyse(vectors: EmotionVectors, layer: int | None = None, norms: Norms | No
     km = geo.kmeans(M, k=min(10, len(names)), seed=seed)
     clustered = [e for e in names if any(e in m for m in EMOTION_CLUSTERS.values())]
     keep = [names.index(e) for e in clustered]
-    comparison = geo.compare_with_study_clusters(clustered, km.labels[keep], seed=seed)
+    comparison = geo.compare_with_study_clusters(clustered, km.labels[keep], n_perm=n_perm,
+                                                 seed=seed)
     p, _ = geo.orient_pcs(geo.pca(M, min(10, len(names) - 1), names), names)
     norm_corr = geo.norm_correlations(p, names, norms)
     top3 = p.scores[:, :3]
@@ -142,3 +153,18 @@ def analyse(vectors: EmotionVectors, layer: int | None = None, norms: Norms | No
     return EmotionSpace(layer, tuple(names), vectors.cosine_matrix(layer), geo.cluster_order(M),
                         km.labels, comparison, p, norm_corr, axes["valence"], axes["arousal"],
                         rsa, dict(norms.valence))
+
+
+def _run(ctx: Context, n_perm: int) -> EmotionSpace:
+    layer = None if ctx.layer is None else (
+        ctx.lm.resolve_layer(ctx.layer) if ctx.lm is not None else int(ctx.layer))
+    return analyse(ctx.vectors, layer=layer, seed=ctx.seed, n_perm=n_perm)
+
+
+ANALYSIS = register(Analysis(
+    name="geometry", title="The geometry of emotion space", section="6",
+    description="Cosine structure, k-means against the study's ten clusters, PCA against "
+                "valence and arousal ratings, and the stability of the geometry across layers.",
+    study="PC1 is valence (r = 0.81), PC2 arousal (r = 0.66); 10 k-means clusters.",
+    run=_run, needs_model=False,
+    options=(Option("n_perm", 1000, "label shuffles for the k-means baseline"),)))

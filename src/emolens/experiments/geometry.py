@@ -24,7 +24,7 @@ from scipy.spatial.distance import pdist
 
 from emolens.concepts import EMOTION_CLUSTERS
 from emolens.errors import CorpusError, EmolensError
-from emolens.stats import Correlation, pearson
+from emolens.stats import Correlation, pearson, permutation_test
 
 __all__ = [
     "PC_ANCHORS",
@@ -238,8 +238,9 @@ class ClusterComparison:
     """Agreement of a clustering with the study's ten clusters, and what chance gives.
 
     ``baseline_mean`` and ``baseline_p95`` are the mean and 95th percentile ARI of the
-    study's labels against ``n_perm`` random shuffles of ours; ``p`` is the permutation
-    p-value (observed counts as one shuffle).
+    study's labels against ``n_perm`` random shuffles of ours (every ordering, and an exact
+    p, when there are fewer); ``p`` is the permutation p-value (observed counts as one
+    shuffle), from :func:`emolens.stats.permutation_test`.
     """
 
     ari: float
@@ -270,14 +271,17 @@ def compare_with_study_clusters(emotions: Sequence[str], labels: Sequence[Hashab
         raise CorpusError(f"not among the study's clustered emotions: {unknown[:5]}")
     study = np.array([cluster[e] for e in names])
     ari = adjusted_rand_index(ours, study)
-    rng = np.random.default_rng(seed)
-    null = np.array([adjusted_rand_index(rng.permutation(ours), study) for _ in range(n_perm)])
-    p = float((1 + int((null >= ari - 1e-12).sum())) / (n_perm + 1)) if n_perm else math.nan
+    if n_perm:
+        test = permutation_test(adjusted_rand_index, study, ours, n=n_perm, seed=seed,
+                                alternative="greater")
+        null, p = test.null, test.p
+    else:
+        null, p = np.zeros(0), math.nan
     return ClusterComparison(
         ari=ari, n=len(names), n_clusters=int(np.unique(ours).size),
-        baseline_mean=float(null.mean()) if n_perm else math.nan,
-        baseline_p95=float(np.quantile(null, 0.95)) if n_perm else math.nan,
-        p=p, n_perm=n_perm)
+        baseline_mean=float(null.mean()) if null.size else math.nan,
+        baseline_p95=float(np.quantile(null, 0.95)) if null.size else math.nan,
+        p=p, n_perm=int(null.size))
 
 
 # --------------------------------------------------------------------------------------------

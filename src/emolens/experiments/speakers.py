@@ -29,7 +29,8 @@ import numpy as np
 
 from emolens.concepts import CORE_EMOTIONS, SPEAKER_PROMPTS
 from emolens.errors import EmolensError
-from emolens.experiments.validation import _require, _Result, read_positions, resolve_layer
+from emolens.experiments.common import read_scores, require_emotions, resolve_layer, user_chat
+from emolens.experiments.registry import Analysis, Context, Option, Result, register
 from emolens.stats import (
     Correlation,
     Rate,
@@ -42,8 +43,6 @@ from emolens.stats import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
-
     from emolens.concepts import SpeakerPrompt
     from emolens.corpus import Corpus, Record
     from emolens.lens import LanguageModel
@@ -113,13 +112,15 @@ def dialogue_order(at_user: Any, at_assistant: Any, user_idx: Sequence[int],
 
 
 @dataclass(frozen=True, eq=False)
-class SpeakerResult(_Result):
+class SpeakerResult(Result):
     """User token vs ``assistant_start`` vs the generated reply, on :data:`SPEAKER_PROMPTS`.
 
     ``user_scores``, ``start_scores``, ``reply_scores``: [prompts, emotions] read-outs (a
     reply with no tokens is a NaN row, left out of the correlations). Each correlation has a
     Fisher-z CI (``Correlation``) and a prompt-bootstrap CI (``*_ci_prompts``).
     """
+
+    kind = "speakers"
 
     layer: int
     emotions: tuple[str, ...]
@@ -169,26 +170,15 @@ class SpeakerResult(_Result):
                       f"end {format_rate(d.assistant_first_at_assistant)}"]
         return "\n".join(lines)
 
-    def figure(self) -> Figure:
-        """Three scatter panels: reply vs assistant_start, reply vs user token, and the two
-        prompt positions against each other (one point per emotion x prompt)."""
-        from emolens.report.figures import fig_scatter_panels
-
-        start, user, reply = self.start_scores, self.user_scores, self.reply_scores
-        return fig_scatter_panels([
-            ("reply mean vs assistant_start", start, reply, "read-out at assistant_start",
-             "mean read-out over the reply"),
-            ("reply mean vs user token", user, reply, "read-out at the user's last token",
-             "mean read-out over the reply"),
-            ("user token vs assistant_start", user, start, "read-out at the user's last token",
-             "read-out at assistant_start"),
-        ], f"Which position predicts the reply? Layer {self.layer}, {len(self.labels)} prompts "
-           f"x {len(self.emotions)} emotions (study: r = 0.87, 0.59, 0.11)")
-
 
 def speaker_positions(lm: LanguageModel, message: str) -> tuple[list[int], int, int]:
-    """(token ids, user's last token, assistant_start) of a one-turn chat prompt."""
-    enc = lm.encode_chat([{"role": "user", "content": message}], add_generation_prompt=True)
+    """(token ids, user's last token, assistant_start) of a one-turn chat prompt.
+
+    >>> ids, user, start = speaker_positions(lm, "I lost my keys.")
+    >>> lm.tokenizer.decode(ids[user]), user < start == len(ids) - 1
+    ('.', True)
+    """
+    enc = lm.encode_chat(user_chat(message), add_generation_prompt=True)
     lo, hi = enc.message_tokens[-1]
     if hi <= lo:
         raise EmolensError("cannot find the user message in the rendered chat")
@@ -196,7 +186,15 @@ def speaker_positions(lm: LanguageModel, message: str) -> tuple[list[int], int, 
 
 
 def dialogue_positions(lm: LanguageModel, record: Record) -> tuple[list[int], int, int]:
-    """(token ids, last token of the last user turn, last token of the last assistant turn)."""
+    """(token ids, last token of the last user turn, last token of the last assistant turn).
+
+    >>> from emolens.corpus import Record
+    >>> rec = Record(id="d", kind="dialogue", text="-", turns=[
+    ...     {"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}])
+    >>> ids, u, a = dialogue_positions(lm, rec)
+    >>> lm.tokenizer.decode(ids[u]), lm.tokenizer.decode(ids[a])
+    ('!', '.')
+    """
     turns = record.turns or []
     enc = lm.encode_chat(turns, add_generation_prompt=False)
     ends = {}
@@ -217,8 +215,8 @@ def _dialogue_check(lm: LanguageModel, vectors: EmotionVectors, records: Sequenc
     if not usable:
         return None
     pos = [dialogue_positions(lm, r) for r in usable]
-    got = read_positions(lm, vectors, [p[0] for p in pos], [[p[1], p[2]] for p in pos], layer,
-                         probes, batch_size=batch_size)
+    got = read_scores(lm, vectors, [p[0] for p in pos], layer, probes,
+                      positions=[[p[1], p[2]] for p in pos], batch_size=batch_size)
     return dialogue_order(np.stack([g[0] for g in got]), np.stack([g[1] for g in got]),
                           [pindex[r.user_emotion] for r in usable],
                           [pindex[r.assistant_emotion] for r in usable], probes)
@@ -241,19 +239,22 @@ def speaker_analysis(lm: LanguageModel, vectors: EmotionVectors, layer: Any = No
     ``emotions``: the probes to read (default: every emotion of the file). ``corpus``: where
     the dialogues come from (default: the shipped corpus); ``dialogue_check=False`` skips it.
 
-    >>> r = speaker_analysis(lm, vecs)  # doctest: +SKIP
-    >>> round(r.reply_vs_start.r, 2)  # doctest: +SKIP
+    >>> from emolens.concepts import SPEAKER_PROMPTS
+    >>> r = speaker_analysis(lm, vecs, max_new_tokens=3, prompts=SPEAKER_PROMPTS[:3],
+    ...                      dialogue_check=False)
+    >>> r.start_scores.shape, r.user_vs_start.n
+    ((3, 6), 18)
     """
     layer = resolve_layer(lm, vectors, layer)
-    names = _require(vectors, list(emotions) if emotions is not None else list(vectors.emotions),
-                     "the speaker analysis")
+    names = require_emotions(vectors, list(vectors.emotions if emotions is None else emotions),
+                             "the speaker analysis")
     pos = [speaker_positions(lm, p.message) for p in prompts]
-    got = read_positions(lm, vectors, [p[0] for p in pos], [[p[1], p[2]] for p in pos], layer,
-                         names, batch_size=batch_size)
+    got = read_scores(lm, vectors, [p[0] for p in pos], layer, names,
+                      positions=[[p[1], p[2]] for p in pos], batch_size=batch_size)
     user = np.stack([g[0] for g in got])
     start = np.stack([g[1] for g in got])
     monitor = vectors if tuple(names) == tuple(vectors.emotions) else vectors.subset(names)
-    gens = lm.generate_text([[{"role": "user", "content": p.message}] for p in prompts],
+    gens = lm.generate_text([user_chat(p.message) for p in prompts],
                             max_new_tokens=max_new_tokens, monitor=monitor, layer=layer)
     reply = np.stack([g.scores.mean(axis=0) if g.n_tokens and g.scores is not None
                       else np.full(len(names), np.nan) for g in gens])
@@ -282,3 +283,22 @@ def speaker_analysis(lm: LanguageModel, vectors: EmotionVectors, layer: Any = No
         reply_vs_start_ci_prompts=rvs_ci, reply_vs_user=rvu, reply_vs_user_ci_prompts=rvu_ci,
         rising=tuple((names[i], float(rise[i])) for i in order), dialogues=check,
         study=dict(STUDY_R))
+
+
+def _run(ctx: Context, max_new_tokens: int, dialogue_check: bool) -> SpeakerResult:
+    return speaker_analysis(ctx.model(), ctx.vectors, layer=ctx.layer,
+                            max_new_tokens=max_new_tokens, corpus=ctx.corpus,
+                            dialogue_check=dialogue_check, batch_size=ctx.batch_size)
+
+
+ANALYSIS = register(Analysis(
+    name="speakers", title="Whose emotion? User versus assistant", section="7.1-7.2",
+    description="Prompts where the user's feeling differs from a fitting reply's: the read-out "
+                "at the user's last token, at assistant_start and over a greedy reply; and "
+                "labelled dialogues where each speaker's emotion should win at its own turn.",
+    study="User-token vs assistant-colon r = 0.11; the colon predicts the reply (0.87 vs "
+          "0.59).",
+    run=_run, needs_corpus=True, options=(
+        Option("max_new_tokens", 20, "reply length for 'speakers'"),
+        Option("dialogue_check", True, "also run the labelled-dialogue check"),
+    )))

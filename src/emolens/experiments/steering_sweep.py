@@ -14,7 +14,13 @@ score rises with ``s``.  A random unit direction steered at the largest strength
 control: it shows how much any push of that size moves the score.
 
 Every strength and prompt runs in one batch, with per-row steering.  Greedy decoding,
-so a result is exactly reproducible; ``n`` is the number of prompts.
+so a result is exactly reproducible; ``n`` is the number of prompts.  The registry's
+``steering-sweep`` analysis runs one sweep per contrast (happy vs sad, calm vs desperate).
+
+>>> r = steering_sweep(lm, vecs, "calm", "desperate", prompts=["Hi", "Tell me a story."],
+...                    strengths=(-0.2, 0.0, 0.2), max_new_tokens=3, n_boot=50)
+>>> r.strengths, [p.n for p in r.points], r.control.n
+([-0.2, 0.0, 0.2], [2, 2, 2], 2)
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emolens.errors import EmolensError
+from emolens.experiments.registry import Analysis, Context, Option, Result, jsonable, register
+from emolens.stats import bootstrap_ci
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
-__all__ = ["NEUTRAL_PROMPTS", "SweepPoint", "SweepResult", "steering_sweep", "summarise"]
+__all__ = ["NEUTRAL_PROMPTS", "SteeringSweeps", "SweepPoint", "SweepResult", "steering_sweep",
+           "summarise"]
 
 #: Everyday requests with no emotional slant (this project's own wording).
 NEUTRAL_PROMPTS = (
@@ -63,8 +72,10 @@ class SweepPoint:
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Result):
     """A whole sweep: one point per strength, the random-direction control, and texts."""
+
+    kind = "sweep"
 
     positive: str
     negative: str
@@ -79,10 +90,12 @@ class SweepResult:
 
     @property
     def strengths(self) -> list[float]:
+        """The steering strengths, ascending."""
         return [p.strength for p in self.points]
 
     @property
     def means(self) -> list[float]:
+        """The mean read-out contrast at each strength."""
         return [p.mean for p in self.points]
 
     @property
@@ -98,10 +111,16 @@ class SweepResult:
         return summarise(hi.strength - lo.strength, diff, n_boot=n_boot, seed=seed)
 
     def to_json(self) -> dict[str, Any]:
+        """Every field, plus ``monotonic`` and the paired ``effect`` (mean, n, CI)."""
         out = asdict(self)
         out["monotonic"] = self.monotonic
         out["effect"] = asdict(self.effect())
-        return out
+        out["kind"] = self.kind
+        return jsonable(out)
+
+    def summary(self) -> str:
+        """The sweep as a plain-text table (:meth:`table`)."""
+        return self.table()
 
     def table(self) -> str:
         """A plain-text table for notes and logs."""
@@ -124,8 +143,6 @@ def summarise(strength: float, values: Sequence[float] | np.ndarray, n_boot: int
     >>> p.mean, p.n, bool(1.0 <= p.ci_low < 2.5 < p.ci_high <= 4.0)
     (2.5, 4, True)
     """
-    from emolens.stats import bootstrap_ci
-
     v = np.asarray(values, dtype=np.float64)
     lo, hi = bootstrap_ci(v, np.mean, n_boot=n_boot, seed=seed) if len(v) > 1 else \
         (float("nan"), float("nan"))
@@ -153,10 +170,12 @@ def steering_sweep(lm: LanguageModel, vectors: EmotionVectors, positive: str = "
     the vector file's default layer.  Returns per-strength mean, n and 95% bootstrap CI
     of ``score(positive) - score(negative)`` over the generated tokens.
 
-    >>> r = steering_sweep(lm, vecs, "calm", "desperate")  # doctest: +SKIP
-    >>> print(r.table())  # doctest: +SKIP
+    >>> r = steering_sweep(lm, vecs, "happy", "sad", prompts=["Hi"], max_new_tokens=2,
+    ...                    random_control=False, n_boot=20)
+    >>> r.control is None, r.read_layer == vecs.default_layer
+    (True, True)
     """
-    from emolens.monitor import read_many
+    from emolens.readout import read_many
     from emolens.steer import steering
     from emolens.vectors import Direction
 
@@ -215,3 +234,76 @@ def steering_sweep(lm: LanguageModel, vectors: EmotionVectors, positive: str = "
     first = {s: outs[tags.index(s)].text for s in strengths}
     return SweepResult(positive, negative, design, steer_layers, read_at, mode, max_new_tokens,
                        points, control, {f"{s:+.2f}": t for s, t in first.items()})
+
+
+@dataclass
+class SteeringSweeps(Result):
+    """Several sweeps (one per contrast) reported together."""
+
+    kind = "steering_sweep"
+
+    sweeps: list[SweepResult]
+    analysis: str = "steering-sweep"
+
+    def to_json(self) -> dict[str, Any]:
+        """One entry per contrast, ``"positive-negative"``, each :meth:`SweepResult.to_json`."""
+        out: dict[str, Any] = {f"{s.positive}-{s.negative}": s.to_json() for s in self.sweeps}
+        out.update(kind=self.kind, analysis=self.analysis)
+        return out
+
+    def summary(self) -> str:
+        """One sentence per contrast: the paired effect with its CI, monotonicity, control."""
+        parts = []
+        for s in self.sweeps:
+            e, lo, hi = s.effect(), s.points[0], s.points[-1]
+            control = (f"; a random direction at {hi.strength:+.2f} gives {s.control.mean:+.3f}"
+                       if s.control else "")
+            parts.append(
+                f"Steering {s.positive} vs {s.negative} from {lo.strength:+.2f} to "
+                f"{hi.strength:+.2f} moves the generated text's own read-out from "
+                f"{lo.mean:+.3f} to {hi.mean:+.3f} (paired difference {e.mean:+.3f}, 95% CI "
+                f"{e.ci_low:+.3f} to {e.ci_high:+.3f}, n = {e.n} prompts); "
+                f"{'monotonic' if s.monotonic else 'not monotonic'} over "
+                f"{len(s.points)} strengths{control}.")
+        return " ".join(parts)
+
+
+def _contrast(spec: str) -> tuple[str, str]:
+    pos, sep, neg = spec.partition(":")
+    if not sep or not pos.strip() or not neg.strip():
+        raise EmolensError(f"a contrast is 'positive:negative', got {spec!r}")
+    return pos.strip(), neg.strip()
+
+
+def _run(ctx: Context, contrasts: tuple[str, ...], strengths: tuple[float, ...],
+         max_new_tokens: int, design: str, random_control: bool, n_boot: int
+         ) -> SteeringSweeps:
+    lm = ctx.model()
+    read_at = None if ctx.layer is None else lm.resolve_layer(ctx.layer)
+    sweeps = []
+    for spec in contrasts:
+        pos, neg = _contrast(spec)
+        ctx.say(f"steering sweep {pos} vs {neg}")
+        sweeps.append(steering_sweep(lm, ctx.vectors, pos, neg, strengths=strengths,
+                                     read_layer=read_at, max_new_tokens=max_new_tokens,
+                                     design=design, random_control=random_control,
+                                     n_boot=n_boot, seed=ctx.seed))
+    return SteeringSweeps(sweeps)
+
+
+ANALYSIS = register(Analysis(
+    name="steering-sweep", title="Does steering change what the model writes?", section="9",
+    description="Neutral prompts answered under steering at a range of strengths, the text "
+                "read back unsteered: the positive-minus-negative read-out per strength, with "
+                "a random-direction control.",
+    study="Steering towards desperate raised blackmail from 22% to 72%; calm lowered it.",
+    run=_run, aliases=("steering_sweep",), options=(
+        Option("contrasts", ("happy:sad", "calm:desperate"),
+               "contrasts to sweep, as positive:negative"),
+        Option("strengths", (-0.3, -0.15, 0.0, 0.15, 0.3), "steering strengths"),
+        Option("max_new_tokens", 32, "reply length for the sweep"),
+        Option("design", "contrast", "steer along positive - negative, or each alone",
+               choices=("contrast", "separate")),
+        Option("random_control", True, "add a random direction at the largest strength"),
+        Option("n_boot", 2000, "bootstrap resamples per interval"),
+    )))
