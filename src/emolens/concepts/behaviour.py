@@ -227,7 +227,9 @@ class SycophancyItem:
 
 @dataclass(frozen=True)
 class LabelledReply:
-    """A reply labelled by hand, for measuring a rule grader."""
+    """A reply labelled by hand, for measuring a rule grader. ``split`` is ``dev`` (written
+    before the rules and visible while they were written) or ``test`` (written after the rules
+    were frozen, used once to measure them)."""
 
     id: str
     grader: str
@@ -235,6 +237,7 @@ class LabelledReply:
     label: str
     reply: str
     note: str = ""
+    split: str = "dev"
 
 
 # ------------------------------------------------------------------------------ checking
@@ -494,7 +497,7 @@ def _sycophancy(where: _Where, rec: dict[str, Any], seen: set[str]) -> Sycophanc
 
 
 def _labelled(where: _Where, rec: dict[str, Any], seen: set[str]) -> LabelledReply:
-    _keys(where, rec, {"id", "grader", "label", "reply"}, {"scenario", "note"})
+    _keys(where, rec, {"id", "grader", "label", "reply"}, {"scenario", "note", "split"})
     rid = _id(where, rec["id"], seen)
     labels = {"blackmail": BLACKMAIL_LABELS, "sycophancy": SYCOPHANCY_LABELS}.get(rec["grader"])
     if labels is None:
@@ -504,9 +507,13 @@ def _labelled(where: _Where, rec: dict[str, Any], seen: set[str]) -> LabelledRep
     scenario = rec.get("scenario")
     if scenario is not None:
         _str(where, scenario, "'scenario'")
+    split = rec.get("split", "dev")
+    if split not in ("dev", "test"):
+        raise where.fail(f"'split' must be 'dev' or 'test', got {split!r}")
     return LabelledReply(id=rid, grader=rec["grader"], scenario=scenario, label=rec["label"],
                          reply=_str(where, rec["reply"], "'reply'"),
-                         note=_str(where, rec.get("note", ""), "'note'", empty=True))
+                         note=_str(where, rec.get("note", ""), "'note'", empty=True),
+                         split=split)
 
 
 def load_blackmail_scenarios(path: str | Path | None = None) -> tuple[BlackmailScenario, ...]:
