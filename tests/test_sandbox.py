@@ -3,6 +3,7 @@ extraction. Every network test targets only a server the test itself starts on 1
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from pathlib import Path
@@ -46,8 +47,9 @@ def test_loop_that_ignores_the_timer_is_killed_by_the_cpu_limit():
             "def f(x):\n    while True:\n        pass\n")
     t0 = time.perf_counter()
     r = run_tests(code, "f", ONE, SandboxLimits(test_seconds=0.5, cpu_seconds=1,
-                                                wall_seconds=5))
-    assert time.perf_counter() - t0 < 4.5
+                                                wall_seconds=20))
+    # killed by RLIMIT_CPU (SIGXCPU), long before the wall clock, even on a busy machine
+    assert time.perf_counter() - t0 < 15 and r.returncode == -signal.SIGXCPU
     assert r.timed_out and not r.crashed and r.outcomes[0].status == "not_run"
 
 
