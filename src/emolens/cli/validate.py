@@ -74,10 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _shown(d: Any) -> str:
+    return ",".join(map(str, d)) if isinstance(d, (tuple, list)) else str(d)
+
+
 def _help(o: Option) -> str:
-    d = o.default
-    shown = ",".join(map(str, d)) if isinstance(d, (tuple, list)) else d
-    return f"{o.help} (default: {shown})"
+    return f"{o.help} (default: {_shown(o.default)})"
 
 
 def _arg_type(o: Option) -> Any:
@@ -91,16 +93,17 @@ def _arg_type(o: Option) -> Any:
     return parse
 
 
-def _add_option(group: Any, o: Option, seen: dict[str, Option]) -> None:
+def _add_option(group: Any, o: Option, seen: dict[str, Option], text: str | None = None
+                ) -> None:
     if o.name in seen:  # "all": one flag for options of the same name
         return
     seen[o.name] = o
     if isinstance(o.default, bool):
         group.add_argument(o.flag, dest=o.name, action=argparse.BooleanOptionalAction,
-                           default=argparse.SUPPRESS, help=_help(o))
+                           default=argparse.SUPPRESS, help=text or _help(o))
     else:
         group.add_argument(o.flag, dest=o.name, type=_arg_type(o), choices=o.choices,
-                           default=argparse.SUPPRESS, help=_help(o))
+                           default=argparse.SUPPRESS, help=text or _help(o))
 
 
 def _suppress_defaults(p: argparse.ArgumentParser) -> None:
@@ -148,10 +151,17 @@ def build_parser(prog: str = "emolens validate",
                                        "each option applies to the analyses that have it.")
     _add_common(allp)
     _suppress_defaults(allp)
-    group = allp.add_argument_group("options of the analyses")
+    group = allp.add_argument_group("options of the analyses (each applies to every "
+                                    "analysis that has it)")
+    owners: dict[str, list[str]] = {}
     for a in analyses():
         for o in a.options:
-            _add_option(group, o, every)
+            owners.setdefault(o.name, []).append(f"{a.name}: {_shown(o.default)}")
+    for a in analyses():
+        for o in a.options:
+            shared = len(owners[o.name]) > 1  # one flag, several analyses: whose default?
+            _add_option(group, o, every, f"{o.help.split(' for ')[0]}; defaults "
+                        f"{'; '.join(owners[o.name])}" if shared else None)
     allp.set_defaults(analysis="all")
     _add_common(p)  # after the analyses, so --help lists them first
     _suppress_defaults(p)

@@ -142,23 +142,39 @@ def read_scores(lm: LanguageModel, vectors: EmotionVectors, inputs: Sequence[Any
     """
     names = list(emotions) if emotions is not None else list(vectors.emotions)
     step = max(1, int(batch_size))
+    items = list(inputs)
+    if positions is not None and len(items) != len(positions):
+        raise EmolensError(f"{len(items)} inputs but {len(positions)} position lists")
+    if not items:
+        return []
+    # inputs of similar length share a batch (less padding: about twice as fast on stories)
+    order = sorted(range(len(items)), key=lambda i: _length(items[i]))
+    batch = [items[i] for i in order]
+    out: list[np.ndarray] = [np.zeros(0)] * len(items)
     if positions is None:
-        if not inputs:
-            return []
-        pooled = pooled_scores(lm, list(inputs), vectors, layer=layer, mode=mode,
-                               batch_size=step, emotions=names)
-        return list(pooled)
-    if len(inputs) != len(positions):
-        raise EmolensError(f"{len(inputs)} inputs but {len(positions)} position lists")
-    reads = read_many(lm, list(inputs), vectors, layer=layer, mode=mode, batch_size=step,
+        pooled = pooled_scores(lm, batch, vectors, layer=layer, mode=mode, batch_size=step,
+                               emotions=names)
+        for i, row in zip(order, pooled, strict=True):
+            out[i] = np.asarray(row, dtype=np.float64)
+        return out
+    reads = read_many(lm, batch, vectors, layer=layer, mode=mode, batch_size=step,
                       emotions=names)
-    out: list[np.ndarray] = []
-    for r, pos in zip(reads, positions, strict=True):
+    for i, r in zip(order, reads, strict=True):
+        pos = list(positions[i])
         bad = [p for p in pos if not 0 <= p < len(r.tokens)]
         if bad:
             raise EmolensError(f"positions {bad} are outside an input of {len(r.tokens)} tokens")
-        out.append(np.asarray(r.scores[list(pos)], dtype=np.float64))
+        out[i] = np.asarray(r.scores[pos], dtype=np.float64)
     return out
+
+
+def _length(item: Any) -> int:
+    """A cheap size for batching: tokens of an id row, characters of a text or chat."""
+    if isinstance(item, str):
+        return len(item)
+    if item and all(isinstance(x, int | np.integer) for x in item):
+        return len(item)
+    return sum(len(str(m.get("content", ""))) for m in item if isinstance(m, dict))
 
 
 def read_at_assistant_start(lm: LanguageModel, vectors: EmotionVectors,
