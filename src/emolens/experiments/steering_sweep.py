@@ -150,24 +150,19 @@ def summarise(strength: float, values: Sequence[float] | np.ndarray, n_boot: int
                       tuple(float(x) for x in v))
 
 
-def _middle_layer(lm: LanguageModel, vectors: EmotionVectors) -> int:
-    """The stored layer nearest the middle of the model (where steering works best)."""
-    return min(vectors.layers, key=lambda x: (abs(x - (lm.n_layers - 1) / 2), x))
-
-
 def steering_sweep(lm: LanguageModel, vectors: EmotionVectors, positive: str = "happy",
                    negative: str = "sad", *, strengths: Sequence[float] = (-0.3, -0.15, 0.0,
                                                                           0.15, 0.3),
                    prompts: Sequence[str] = NEUTRAL_PROMPTS, layers: Any = None,
-                   read_layer: int | None = None, mode: str = "cosine",
+                   read_layer: int | None = None, mode: str = "auto",
                    positions: Any = "all", max_new_tokens: int = 32,
                    design: str = "contrast", random_control: bool = True,
                    batch_size: int | None = None, n_boot: int = 2000, seed: int = 0
                    ) -> SweepResult:
     """Steer each prompt at each strength, read the text back unsteered, summarise.
 
-    ``layers`` defaults to the stored layer nearest the model's middle, ``read_layer`` to
-    the vector file's default layer.  Returns per-strength mean, n and 95% bootstrap CI
+    ``layers`` and ``read_layer`` default to the vector file's default layer (the one
+    default-layer rule: its recommended layer).  Returns per-strength mean, n and 95% bootstrap CI
     of ``score(positive) - score(negative)`` over the generated tokens.
 
     >>> r = steering_sweep(lm, vecs, "happy", "sad", prompts=["Hi"], max_new_tokens=2,
@@ -186,7 +181,7 @@ def steering_sweep(lm: LanguageModel, vectors: EmotionVectors, positive: str = "
         raise EmolensError(f"design must be 'contrast' or 'separate', got {design!r}")
     ip, ineg = vectors.index(positive), vectors.index(negative)
     steer_layers = lm.resolve_layers(layers) if layers is not None else \
-        [_middle_layer(lm, vectors)]
+        [vectors.default_layer]
     read_at = read_layer if read_layer is not None else vectors.default_layer
     chats = [[{"role": "user", "content": p}] for p in prompts]
     rows: list[dict[Any, float]] = []
