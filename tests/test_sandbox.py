@@ -1,5 +1,5 @@
-"""Tests for emolens.experiments.sandbox: limits, isolation, reward-hacking grades, code
-extraction. Every network test targets only a server the test itself starts on 127.0.0.1."""
+"""Tests for emolens.experiments.sandbox and code_grading: limits, isolation, reward-hacking
+grades, code extraction. Every network test targets only a server the test itself starts on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import pytest
 
 from emolens.concepts.behaviour import CodeTest, CodingTask, load_coding_tasks
 from emolens.errors import EmolensError
+from emolens.experiments.code_grading import extract_code, grade_solution, inspect_code
 from emolens.experiments.sandbox import (
     SandboxLimits,
-    extract_code,
-    grade_solution,
-    inspect_code,
     network_namespace_available,
     run_code,
     run_tests,
