@@ -62,7 +62,7 @@ def test_probe_text_output_and_file_input(saved, capsys, tmp_path):
     assert code == 0
     want = read(saved["lm"], "I feel calm today.", saved["vecs"], layer=2).summary(2)
     assert f"1. {want[0][0]}" in out and f"2. {want[1][0]}" in out
-    assert "layer 2, cosine" in out
+    assert "layer 2, centered; pooled over tokens" in out
 
 
 def test_probe_jsonl_batch_one_result_per_line(saved, capsys, tmp_path):
@@ -221,7 +221,7 @@ SAD_FAMILY = {"sad", "grief-stricken", "heartbroken", "lonely", "depressed", "mi
 
 @pytest.mark.integration
 def test_probe_ranks_sad_family_first_on_a_sad_paragraph(default_lm, capsys, tmp_path):
-    from test_monitor import default_model_vectors
+    from test_readout import default_model_vectors
 
     vecs = default_model_vectors(default_lm)
     path = tmp_path / "default.safetensors"

@@ -305,7 +305,7 @@ def test_steering_sweep_on_a_tiny_model_matches_a_manual_computation():
 @pytest.mark.parametrize("positive,negative", [("happy", "sad"), ("calm", "desperate")])
 def test_steering_moves_the_generated_texts_own_readout_monotonically(default_lm, positive,
                                                                       negative):
-    from test_monitor import default_model_vectors
+    from test_readout import default_model_vectors
 
     from emolens.experiments.steering_sweep import steering_sweep
 
