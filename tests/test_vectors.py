@@ -21,9 +21,10 @@ from emolens.errors import (
     VectorFileError,
 )
 from emolens.extract import NeutralStats, StoryStats, build_vectors, classify, neutral_pcs
+from emolens.modelcheck import check_model
 from emolens.stats import topk_accuracy
 from emolens.testing import tiny_lm, tiny_vectors
-from emolens.vectors import Direction, EmotionVectors, check_model
+from emolens.vectors import Direction, EmotionVectors
 
 SRC = str(Path(vmod.__file__).resolve().parents[1])
 MODEL = {"name": "toy/llama-tiny", "architecture": "llama", "n_layers": 6, "hidden_size": 32,

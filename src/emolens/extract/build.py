@@ -17,7 +17,8 @@ from emolens import fileformat
 from emolens.errors import CorpusError, EmolensError, LayerError, VectorFileError
 from emolens.extract.stats import NeutralStats, StoryStats
 from emolens.fileformat import format_layers
-from emolens.vectors import MODEL_KEYS, EmotionVectors, check_model, model_fingerprint
+from emolens.modelcheck import MODEL_KEYS, check_model, model_fingerprint
+from emolens.vectors import EmotionVectors
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.extract.run import Extraction
