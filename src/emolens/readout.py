@@ -261,10 +261,15 @@ def read_many(lm: ModelAdapter, texts: Sequence[Input], vectors: EmotionVectors,
                                  / counts.to(store[i].device)[:, None]
                                  for i in layers}).cpu().numpy()
         starts = mask.float().argmax(-1).tolist()
+        # one batched (Rust-side) decode of every token of the batch: decoding them one by
+        # one in Python was most of the time of a pooled-only read
+        pieces = lm.tokenizer.batch_decode([[t] for e in encoded for t in e.input_ids])
+        at = 0
         for r, enc in enumerate(encoded):
             n = len(enc.input_ids)
+            tokens, at = pieces[at:at + n], at + n
             out.append(Readout(
-                tokens=[lm.tokenizer.decode([t]) for t in enc.input_ids], offsets=enc.offsets,
+                tokens=tokens, offsets=enc.offsets,
                 emotions=reader.emotions, layers=layers,
                 scores=smooth(per_token[r, :n], window), pooled=pooled[r],
                 pool_start=int(starts[r]), mode=reader.mode,
