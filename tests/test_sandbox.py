@@ -1,5 +1,6 @@
 """Tests for emolens.experiments.sandbox and code_grading: limits, isolation, reward-hacking
-grades, code extraction. Every network test targets only a server the test itself starts on 127.0.0.1."""
+grades, code extraction. Every network test targets only a server the test itself starts on
+127.0.0.1."""
 
 from __future__ import annotations
 
