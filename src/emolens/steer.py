@@ -11,7 +11,17 @@ are named and keep their meaning under a KV cache:
   prompt ends with the generation prompt);
 * ``(start, end)`` — tokens ``start..end-1`` counted from each row's first real token
   (left padding is skipped); use :func:`char_span_tokens` to map a character span
-  through the tokenizer's offsets.
+  through the tokenizer's offsets;
+* a list with one entry per batch row — each entry a ``(start, end)`` range, a list of
+  such ranges, or ``None`` (that row is not steered): every row gets its own tokens,
+  counted as above.  With per-row strengths this runs different conditions (different
+  vectors on different tokens) as rows of one batch:
+
+  >>> ids = [lm.encode_input(t).input_ids for t in ("I feel calm.", "Rain again today.")]
+  >>> with steering(lm, vecs, [{"happy": 0.5}, {"sad": 0.5}], positions=[(1, 3), None]):
+  ...     out = lm.forward(lm.pad(ids, side="left"))
+  >>> out.logits.shape[0]
+  2
 
 ``strengths`` may be one dict for the whole batch or a list with one dict per row.
 Keys are emotion names or :class:`emolens.vectors.Direction` objects.
@@ -46,8 +56,8 @@ NAMED_POSITIONS = ("all", "prompt", "generated", "assistant_start")
 MAX_STRENGTH = 10.0
 Strengths = Mapping[Any, float]
 
-__all__ = ["NAMED_POSITIONS", "Guardrail", "Steering", "apply_steering", "build_steering",
-           "char_span_tokens", "parse_strengths", "steering"]
+__all__ = ["NAMED_POSITIONS", "Guardrail", "RowRanges", "Steering", "apply_steering",
+           "build_steering", "char_span_tokens", "parse_strengths", "steering"]
 
 
 def char_span_tokens(encoding: ChatEncoding, start: int, end: int) -> tuple[int, int]:
@@ -149,6 +159,15 @@ class Steering:
         if delta.device != hidden.device or delta.dtype != hidden.dtype:
             delta = self.deltas[layer] = delta.to(hidden.device, hidden.dtype)  # once
         pos, offset, width = self.positions, state.offset, hidden.shape[1]
+        if isinstance(pos, RowRanges):
+            if pos.rows != hidden.shape[0]:
+                raise SteeringError(f"steering has token ranges for {pos.rows} rows but the "
+                                    f"batch has {hidden.shape[0]} rows")
+            pad = state.pad_left
+            if pad is not None and (pad.shape[0] != pos.rows or not bool(pad.any())):
+                pad = None
+            inside = pos.mask(offset, width, pad, hidden.device)
+            return None if inside is None else delta * inside[:, :, None].to(hidden.dtype)
         if pos == "all":
             return delta
         prompt_len = self.prompt_len if self.prompt_len is not None else state.prompt_len
@@ -187,20 +206,86 @@ def _rows(strengths: Any) -> list[Strengths]:
     return rows
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _range(spec: Any) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in spec)
+    except (TypeError, ValueError):
+        raise SteeringError(f"positions must be a name, a (start, end) token range or a list "
+                            f"with one range (or None) per row, got {spec!r}") from None
+    if not 0 <= lo < hi:
+        raise SteeringError(f"bad token range {spec!r}: need 0 <= start < end")
+    return (lo, hi)
+
+
+class RowRanges:
+    """Token ranges per batch row (the compiled form of a per-row ``positions`` list).
+
+    ``lo`` and ``hi`` are ``[rows, k]`` (row ``r``'s ranges, empty slots ``0..0``); a
+    token ``t`` of row ``r`` (counted from the row's first real token) is steered when
+    ``lo[r, j] <= t < hi[r, j]`` for some ``j``.
+
+    >>> rr = RowRanges([(2, 4), [(0, 1), (5, 7)], None])
+    >>> rr.rows, rr.lo.tolist(), rr.hi.tolist()
+    (3, [[2, 0], [0, 5], [0, 0]], [[4, 0], [1, 7], [0, 0]])
+    """
+
+    def __init__(self, entries: Sequence[Any]) -> None:
+        per_row: list[list[tuple[int, int]]] = []
+        for entry in entries:
+            if entry is None:
+                per_row.append([])
+            elif len(entry) == 2 and all(_is_int(x) for x in entry):
+                per_row.append([_range(entry)])
+            else:
+                per_row.append([_range(e) for e in entry])
+        if not per_row:
+            raise SteeringError("a per-row positions list needs one entry per batch row")
+        k = max(1, max(len(r) for r in per_row))
+        lo = torch.zeros(len(per_row), k, dtype=torch.long)
+        hi = torch.zeros_like(lo)
+        for r, ranges in enumerate(per_row):
+            for j, (a, b) in enumerate(ranges):
+                lo[r, j], hi[r, j] = a, b
+        self.lo, self.hi = lo, hi
+        self.rows = len(per_row)
+        self.first = min((a for r in per_row for a, _b in r), default=0)
+        self.last = int(hi.max())  # one past the last steered token of any row
+
+    def __repr__(self) -> str:
+        return f"RowRanges(rows={self.rows}, ranges={int((self.hi > self.lo).sum())})"
+
+    def mask(self, offset: int, width: int, pad: torch.Tensor | None,
+             device: torch.device) -> torch.Tensor | None:
+        """[rows, width] bool: which columns ``offset..offset+width-1`` are steered (None:
+        none are). ``pad`` [rows] is each row's left padding (None: no padding)."""
+        shift = 0 if pad is None else int(pad.max())
+        if offset >= self.last + shift or offset + width <= self.first:
+            return None  # e.g. decoding past every range: no allocation on the hot path
+        if self.lo.device != device:
+            self.lo, self.hi = self.lo.to(device), self.hi.to(device)
+        cols = torch.arange(offset, offset + width, device=device)[None, :]
+        if pad is not None:
+            cols = cols - pad.to(device)[:, None]
+        cols = cols[:, :, None]
+        inside = ((cols >= self.lo[:, None, :]) & (cols < self.hi[:, None, :])).any(-1)
+        return inside if bool(inside.any()) else None
+
+
 def _check_positions(positions: Any) -> Any:
     if isinstance(positions, str):
         if positions not in NAMED_POSITIONS:
             raise SteeringError(f"unknown position {positions!r}; use one of "
                                 f"{', '.join(NAMED_POSITIONS)} or a (start, end) token range")
         return positions
-    try:
-        lo, hi = (int(x) for x in positions)
-    except (TypeError, ValueError):
-        raise SteeringError(f"positions must be a name or a (start, end) token range, "
-                            f"got {positions!r}") from None
-    if not 0 <= lo < hi:
-        raise SteeringError(f"bad token range {positions!r}: need 0 <= start < end")
-    return (lo, hi)
+    if isinstance(positions, RowRanges):
+        return positions
+    if isinstance(positions, Sequence) and positions and not all(_is_int(x) for x in positions):
+        return RowRanges(positions)  # one entry per batch row
+    return _range(positions)
 
 
 def build_steering(lm: LanguageModel, vectors: EmotionVectors | Direction,

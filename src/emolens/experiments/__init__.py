@@ -31,7 +31,7 @@ __all__ = ["BUILTIN", "BUILTIN_NAMES", "Analysis", "Context", "Option", "Result"
 #: The built-in analysis modules, in report order.
 BUILTIN = ("layer_sweep", "heldout", "logit_lens", "scenarios", "intensity",
            "steering_validation", "emotion_space", "speakers", "steering_sweep",
-           "blackmail", "reward_hacking", "sycophancy")
+           "preference", "blackmail", "reward_hacking", "sycophancy", "compare")
 
 #: Their registry names, in the same order.
 BUILTIN_NAMES = tuple(importlib.import_module(f"{__name__}.{m}").ANALYSIS.name for m in BUILTIN)
