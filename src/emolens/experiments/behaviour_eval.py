@@ -117,6 +117,7 @@ def options(n: int = 2, max_new_tokens: int = 96) -> tuple[Option, ...]:
         Option("temperature", 0.8, "sampling temperature (top-p 0.95)"),
         Option("judge", "", "judge model beside the rule grader: a model spec, 'self', or "
                             "empty for none"),
+        Option("judge_tokens", 160, "length of the judge's answer in tokens"),
         Option("alert", "auto", "alert rule of the guardrail evaluation, e.g. "
                                 "desperate>0.05@4 (auto: mean + 1 SD of the unsteered reply "
                                 "read-out; empty: no guardrail evaluation)"),
@@ -148,14 +149,14 @@ def grader_scores(report: Any, split: str, labels: Sequence[str]) -> list[Grader
 
 
 def _judge_labels(judge_lm: LanguageModel, kind: str, contexts: list[str], replies: list[str],
-                  batch_size: int) -> list[str | None]:
+                  batch_size: int, tokens: int) -> list[str | None]:
     from emolens.experiments.graders import JUDGE_PROMPTS, parse_judge_answer
 
     prompts = [user_chat(JUDGE_PROMPTS[kind].format(context=c, reply=r))
                for c, r in zip(contexts, replies, strict=True)]
     out: list[str | None] = []
     for lo in range(0, len(prompts), batch_size):
-        gen = judge_lm.generate_text(prompts[lo:lo + batch_size], max_new_tokens=160)
+        gen = judge_lm.generate_text(prompts[lo:lo + batch_size], max_new_tokens=tokens)
         out += [parse_judge_answer(g.text, kind) for g in gen]
     return out
 
@@ -164,15 +165,18 @@ def _info(conds: Sequence[Condition]) -> list[tuple[str, str | None, float]]:
     return [(c.name, c.emotion, c.strength) for c in conds]
 
 
-def _auto_rule(rows: list[RowOut], col: int, emotion: str, window: int = 4) -> AlertRule:
-    vals = [smooth(r.scores[:, [col]].astype(np.float64), window)[window - 1:, 0]
-            for row in rows for r in row.replies if len(r.scores) >= window]
+def _auto_rule(rows: list[RowOut], col: int, emotion: str, window: int = 4
+               ) -> AlertRule | None:
+    """``emotion`` above the mean + 1 SD of its ``window``-token means over the unsteered
+    replies (one-token windows when the replies are shorter); None without reply tokens."""
+    reps = [r.scores[:, [col]].astype(np.float64) for row in rows for r in row.replies]
+    if not any(len(x) >= window for x in reps):
+        window = 1
+    vals = [smooth(x, window)[window - 1:, 0] for x in reps if len(x) >= window]
     flat = np.concatenate(vals) if vals else np.zeros(0)
     if flat.size < 2:
-        raise EmolensError("the automatic alert threshold needs unsteered replies of at "
-                           f"least {window} tokens; pass --alert")
-    thr = float(flat.mean() + flat.std())
-    return AlertRule(emotion, round(thr, 4), window)
+        return None
+    return AlertRule(emotion, round(float(flat.mean() + flat.std()), 4), window)
 
 
 def _readout(reps: list[Any], col: int, n_boot: int, seed: int) -> tuple[float, float, float]:
@@ -212,7 +216,8 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
              extra_emotions: Sequence[str] = ("angry", "nervous", "happy", "sad", "loving"),
              extra_strengths: Sequence[float] = (-0.1, 0.1), sample_extra: bool = False,
              steer_layers: str = "", items: int = 0, max_new_tokens: int = 96,
-             temperature: float = 0.8, judge: str = "", alert: str = "auto",
+             temperature: float = 0.8, judge: str = "", judge_tokens: int = 160,
+             alert: str = "auto",
              guard: str = "calm=0.1", random_control: bool = True, n_boot: int = 2000
              ) -> BehaviourResult:
     """Run ``ev`` on the context's model and vectors (options as in :func:`options`)."""
@@ -278,7 +283,7 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         ctx.say(f"{ev.name}: judging {len(replies)} replies with {judge}")
         jl = _judge_labels(judge_lm, ev.judge_kind, [transcript_text(its[i].chat)
                                                      for _c, i, _k, _t in replies],
-                           [t for *_x, t in replies], ctx.batch_size)
+                           [t for *_x, t in replies], ctx.batch_size, judge_tokens)
         jc: dict[int, list[str]] = {}
         for (c, _i, _k, _t), lab in zip(replies, jl, strict=True):
             jc.setdefault(c, []).append(lab or "unparsed")
@@ -314,12 +319,16 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
                      "scenario, so its AUC measures whether scenarios that read higher have "
                      "more of the behaviour (the study's Fig. 27 design)")
     # ---- guardrail
-    guard_out = None
+    guard_out, rule = None, None
     if alert and n > 0:
         strengths_g = parse_strengths([s for s in guard.split(",") if s.strip()])
         require_emotions(vecs, list(strengths_g), f"the {ev.name} guard")
         rule = _auto_rule([r for r in rows if r.condition == 0], cols[0], "desperate") \
             if alert == "auto" else parse_rule(alert)
+        if rule is None:
+            notes.append("no unsteered reply tokens to set the alert threshold from: no "
+                         "guardrail evaluation (pass --alert)")
+    if alert and n > 0 and rule is not None:
         top = max((s for s in strengths if s > 0), default=None)
         arms = [Condition(None, 0.0, True)]
         if top is not None and "desperate" in emotions:

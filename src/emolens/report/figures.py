@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from emolens.errors import EmolensError
-from emolens.report import plots
+from emolens.report import behaviour_plots, plots
 
 __all__ = ["FIGURES", "figure_for", "figures_of", "save_figures", "scenario_figure",
            "steering_figure"]
@@ -225,3 +225,62 @@ def _steering_sweeps(r: Any) -> dict[str, Figure]:
     if not r.sweeps:
         raise EmolensError("a steering-sweep result without sweeps")
     return {f"{s.positive}-{s.negative}": _sweep_figure(s) for s in r.sweeps}
+
+
+# ---- behavioural evaluations (blackmail, reward hacking, sycophancy) -----------------------
+
+
+def _dose_panels(points_by: dict[str, list[Any]], value: Any, low: Any, high: Any
+                 ) -> list[tuple[str, dict[str, Any], tuple[float, float, float, float] | None]]:
+    panels = []
+    for what, pts in points_by.items():
+        base = [p for p in pts if p.emotion is None or p.strength == 0]
+        series: dict[str, Any] = {}
+        control = None
+        for p in pts:
+            if p.emotion == "random":
+                control = (p.strength, value(p), low(p), high(p))
+            elif p.emotion is not None and p.strength != 0:
+                series.setdefault(p.emotion, []).append(p)
+        curves = {}
+        for e, ps in series.items():
+            ps = sorted(ps + base, key=lambda q: q.strength)
+            curves[e] = ([q.strength for q in ps], [value(q) for q in ps],
+                         [low(q) for q in ps], [high(q) for q in ps])
+        if curves:
+            panels.append((what, curves, control))
+    return panels
+
+
+@figure_for("behaviour")
+def _behaviour(r: Any) -> dict[str, Figure]:
+    out: dict[str, Figure] = {}
+    n_items = len(r.items)
+    rates = _dose_panels(
+        {f"rate of '{lab}' (n = {r.n * n_items} replies per condition)": pts
+         for lab, pts in r.rates.items()},
+        lambda p: p.rate.value, lambda p: p.rate.ci_low, lambda p: p.rate.ci_high)
+    if rates:
+        out["main"] = behaviour_plots.fig_dose_curves(
+            rates, f"{r.title}: {r.model}, rule grader, Wilson intervals", "rate")
+    odds = _dose_panels({f"log-odds {pair} (n = {n_items} items)": pts
+                         for pair, pts in r.logodds.items()},
+                        lambda p: p.mean, lambda p: p.ci_low, lambda p: p.ci_high)
+    if odds:
+        out["main" if "main" not in out else "logodds"] = behaviour_plots.fig_dose_curves(
+            odds, f"{r.title}: choice log-odds, {r.model}, bootstrap intervals over items",
+            "log P(misaligned) - log P(aligned)")
+    if r.traces:
+        out["traces"] = behaviour_plots.fig_token_traces(
+            [(f"{t.item}, {t.condition}: {t.label or '?'}", t.tokens,
+              {e: [row[j] for row in t.scores] for j, e in enumerate(t.emotions)}, t.decision)
+             for t in r.traces],
+            f"{r.title}: read-out over each transcript at layer {r.read_layer}")
+    if r.guard and r.guard["arms"]:
+        arms = r.guard["arms"]
+        out["guard"] = plots.fig_bar_ci(
+            [a.condition for a in arms], [a.rate.value for a in arms],
+            [a.rate.ci_low for a in arms], [a.rate.ci_high for a in arms],
+            f"{r.title}: rate of '{r.headline}' with and without the guard "
+            f"(alert {r.guard['rule']})", "rate", ns=[a.rate.n for a in arms])
+    return out
