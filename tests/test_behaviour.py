@@ -94,6 +94,18 @@ def test_conditions_as_rows_of_one_batch_match_one_by_one(lm, vecs):
         assert row.replies[0].token_ids == alone.replies[0].token_ids, cond.name
 
 
+def test_more_replies_than_a_batch_are_sampled_in_groups_from_one_prefill(lm, vecs):
+    items = [Item("a", CHAT, {"p": PAIR})]
+    conds = [Condition(None, 0.0), Condition("calm", 0.3)]
+    small = run_rows(lm, vecs, items, conds, n=3, max_new_tokens=4, temperature=0,
+                     batch_size=2)
+    big = run_rows(lm, vecs, items, conds, n=3, max_new_tokens=4, temperature=0,
+                   batch_size=16)
+    for a, b in zip(small, big, strict=True):
+        assert len(a.replies) == 3 and a.logodds["p"] == pytest.approx(b.logodds["p"], abs=1e-4)
+        assert [r.token_ids for r in a.replies] == [r.token_ids for r in b.replies]
+
+
 def _planted(lm, a_id: int, b_id: int, layer: int) -> EmotionVectors:
     """Vectors whose 'desperate' direction at ``layer`` is the unembedding difference of two
     tokens: steering along it must favour token ``a`` over ``b``."""

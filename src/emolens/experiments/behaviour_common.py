@@ -210,11 +210,13 @@ def _continuation_logprobs(lm: LanguageModel, vectors: EmotionVectors, past: Any
     with ExitStack() as stack:
         _steer(stack, lm, vectors, [rows[i] for i in index.tolist()], layers)
         out = _forward(lm, cids, full, cache)
-    logp = torch.log_softmax(out.logits.float(), dim=-1)  # [BK, Lc, V]
     total = first[index].gather(1, cids[:, :1]).squeeze(1)  # the first token
     if cids.shape[1] > 1:
-        nxt = logp[:, :-1].gather(2, cids[:, 1:, None]).squeeze(2)
-        total = total + (nxt * cmask[:, 1:]).sum(1)
+        for lo in range(0, len(flat), 8):  # a few rows at a time: [rows, Lc, V] in fp32
+            logits = out.logits[lo:lo + 8, :-1].float()
+            nxt = logits.gather(2, cids[lo:lo + 8, 1:, None]).squeeze(2) \
+                - torch.logsumexp(logits, dim=-1)
+            total[lo:lo + 8] += (nxt * cmask[lo:lo + 8, 1:]).sum(1)
     return total.view(B, K).cpu().numpy().astype(np.float64)
 
 
@@ -297,7 +299,7 @@ def _run_chunk(lm: LanguageModel, vectors: EmotionVectors, prompts: list[list[in
                rows: list[dict[Any, float]], conts: list[list[list[int]]] | None,
                counts: list[tuple[int, int]], guard: GuardSpec | None, *,
                layers: Sequence[int], read_layer: int, max_new_tokens: int,
-               temperature: float, top_p: float, seed: int
+               temperature: float, top_p: float, seed: int, batch_size: int
                ) -> tuple[np.ndarray, np.ndarray | None, list[list[Reply]]]:
     batch = lm.pad(prompts, side="left")
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -315,12 +317,15 @@ def _run_chunk(lm: LanguageModel, vectors: EmotionVectors, prompts: list[list[in
     guarded = [k >= a for a, b in counts for k in range(a + b)]
     replies: list[list[Reply]] = [[] for _ in prompts]
     if source and max_new_tokens > 0:
-        got = _sample_replies(lm, vectors, past, mask, first, source, rows, guarded, guard,
-                              layers=layers, read_layer=read_layer,
-                              max_new_tokens=max_new_tokens, temperature=temperature,
-                              top_p=top_p, seed=seed)
-        for i, rep in zip(source, got, strict=True):
-            replies[i].append(rep)
+        for g, lo in enumerate(range(0, len(source), batch_size)):  # from one shared prefill
+            part = source[lo:lo + batch_size]
+            cache = past if lo + batch_size >= len(source) else copy.deepcopy(past)
+            got = _sample_replies(lm, vectors, cache, mask, first, part, rows,
+                                  guarded[lo:lo + batch_size], guard, layers=layers,
+                                  read_layer=read_layer, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, seed=seed + 104729 * g)
+            for i, rep in zip(part, got, strict=True):
+                replies[i].append(rep)
     return prompt_scores, lp, replies
 
 
@@ -332,7 +337,8 @@ def run_rows(lm: LanguageModel, vectors: EmotionVectors, items: Sequence[Item],
              random_direction: Direction | None = None) -> list[RowOut]:
     """Every (condition, item) row: prefill, choice log-odds (unguarded conditions), ``n``
     sampled replies (``n=0``: none). Rows of one item share a batch (equal prompt lengths);
-    at most ``batch_size`` sampled replies run together.
+    at most ``batch_size`` sampled replies run together (more replies of one prompt than
+    that are sampled in groups from copies of its one prefill).
 
     ``layers`` (default: the file's default layer) are steered, ``read_layer`` (default: the
     file's default layer) read. Guarded conditions sample with ``guard``; their log-odds is
@@ -373,7 +379,8 @@ def run_rows(lm: LanguageModel, vectors: EmotionVectors, items: Sequence[Item],
             scores, lp, replies = _run_chunk(
                 lm, vectors, [enc[ii]] * len(part), rows, conts, counts, guard,
                 layers=steer_at, read_layer=read_at, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, seed=seed + 7919 * ii + lo)
+                temperature=temperature, top_p=top_p, seed=seed + 7919 * ii + lo,
+                batch_size=max(1, batch_size))
             P = len(enc[ii])
             for j, b in enumerate(part):
                 a, _g = counts[j]

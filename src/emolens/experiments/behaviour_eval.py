@@ -19,6 +19,18 @@ pairs), how a reply is graded, which labels are reported, and how the grader was
    alert rule (``auto``: the unsteered reply read-out's mean + 1 SD over 4-token windows) and
    a calm guard, against their unguarded twins.
 
+At the study's scale (50 replies per scenario and condition, on a model that can follow the
+scenarios: 8B class and up) on one GPU, after extracting that model's vectors::
+
+    emolens extract --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 --out l8.safetensors
+    emolens validate blackmail --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \\
+        --vectors l8.safetensors --n 50 --sample-extra --max-new-tokens 400 \\
+        --temperature 1.0 --batch-size 64 --judge Qwen/Qwen2.5-14B-Instruct \\
+        --json --out results/l8
+
+(``reward-hacking`` and ``sycophancy`` take the same options; write negative strengths as
+``--strengths=-0.1,-0.05,0,0.05,0.1``.)
+
 >>> ev = Evaluation("toy", "Toy", [Item("a", [{"role": "user", "content": "Hi"}],
 ...                 {"yes vs no": ("Yes", "No")})], lambda i, reply: "yes" if "e" in reply
 ...                 else "no", headline="yes", labels=("yes",))
