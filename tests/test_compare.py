@@ -60,6 +60,9 @@ def test_compare_recovers_a_planted_per_emotion_shift_between_two_models(gpt2):
     json.dumps(data, allow_nan=False)
     assert data["kind"] == "compare" and data["model_b"] == "tiny-gpt2+sad"
     assert "sad" in r.summary() and "structure r" in r.summary()
+    from emolens.report.figures import figures_of
+
+    assert set(figures_of(r)) == {"main", "layers", "layer_corr", "structure"}
 
 
 def test_a_model_against_itself_shows_no_shift(gpt2):
@@ -124,3 +127,31 @@ def test_registry_entry_takes_model_b_as_an_option():
     assert r.overall[0].name == "angry" and r.layer == vecs.default_layer
     default = a(Context(lm, vecs), n_boot=20)  # "plant": calm at a third of the depth
     assert "calm" in default.model_b and "layer 1" in default.note
+
+
+def test_cli_compare_json_figures_and_one_line_errors(tmp_path, capsys):
+    from emolens.cli import main
+
+    lm = tiny_lm("llama")
+    vecs = tiny_vectors(lm)
+    lm.model.save_pretrained(tmp_path / "a")
+    lm.tokenizer.save_pretrained(tmp_path / "a")
+    vecs.save(tmp_path / "v.safetensors")
+    wide = tiny_lm("llama", d=64)
+    wide.model.save_pretrained(tmp_path / "wide")
+    wide.tokenizer.save_pretrained(tmp_path / "wide")
+    base = ["compare", "--model", str(tmp_path / "a"), "--vectors",
+            str(tmp_path / "v.safetensors"), "--device", "cpu", "--n-boot", "20"]
+    code = main([*base, "--model-b", "plant:sad:0.5@2", "--json", "--out",
+                 str(tmp_path / "out")])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["overall"][0]["name"] == "sad" and data["layer"] == 2
+    assert (tmp_path / "out" / "compare.json").exists()
+    assert (tmp_path / "out" / "compare-main.png").exists()
+    code = main([*base, "--model-b", str(tmp_path / "a"), "--cases", "neutral.boil_eggs"])
+    out = capsys.readouterr().out
+    assert code == 0 and "structure r = 1.000" in out
+    code = main([*base, "--model-b", str(tmp_path / "wide")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("emolens: error: the vectors are 32 wide but model B")

@@ -203,6 +203,9 @@ def test_timing_summary_and_json(planted):
     data = r.to_json()
     json.dumps(data, allow_nan=False)
     assert data["kind"] == "preference" and len(data["elo"]) == N_ACTS
+    from emolens.report.figures import figures_of
+
+    assert set(figures_of(r)) == {"main", "activities", "probes", "steering", "dose"}
 
 
 def test_feel_scores_read_the_activity_tokens(planted):
@@ -272,3 +275,19 @@ def test_registry_entry_runs_with_its_options():
     assert len(r.pairs) == 20 and len(r.elo) == 64
     with pytest.raises(EmolensError, match="lacks"):
         a(Context(lm, vecs), pairs=10, steer_vectors="blissful", n_boot=10, n_perm=20)
+
+
+def test_validate_preference_on_the_command_line(tmp_path, capsys):
+    from emolens.cli import main
+
+    lm = tiny_lm("llama")
+    lm.model.save_pretrained(tmp_path / "m")
+    lm.tokenizer.save_pretrained(tmp_path / "m")
+    tiny_vectors(lm).save(tmp_path / "v.safetensors")
+    code = main(["validate", "preference", "--model", str(tmp_path / "m"), "--vectors",
+                 str(tmp_path / "v.safetensors"), "--device", "cpu", "--pairs", "10",
+                 "--steer-vectors", "calm,sad,happy", "--strength", "0.3", "--dose", "",
+                 "--n-boot", "10", "--n-perm", "20", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["strength"] == 0.3 and len(data["pairs"]) == 20
+    assert [e["name"] for e in data["effects"]][-1] == "random-0"

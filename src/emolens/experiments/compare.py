@@ -118,11 +118,12 @@ def check_pair(vectors: EmotionVectors, a: LanguageModel, b: LanguageModel) -> N
                                   f"{_describe(a)}, B: {_describe(b)})")
 
 
-def resolve_model_b(spec: Any, a: LanguageModel, vectors: EmotionVectors, *,
-                    revision: str | None = None, dtype: str = "auto",
-                    device: str | None = None) -> ModelSide:
+def resolve_model_b(spec: Any, a: LanguageModel, vectors: EmotionVectors,
+                    **load: Any) -> ModelSide:
     """Model B from ``spec`` (see the module docstring): a LanguageModel, ``copy:DTYPE``,
-    ``plant[:EMOTION[:STRENGTH]][@LAYER]`` or a model spec for :func:`emolens.load_model`.
+    ``plant[:EMOTION[:STRENGTH]][@LAYER]`` or a model spec for
+    :func:`emolens.loading.load_model`, which gets the keywords ``load`` (``revision``,
+    ``dtype``, ``device``, ``device_map``, ``trust_remote_code``).
 
     >>> side = resolve_model_b("plant:sad:0.3@2", lm, vecs)
     >>> side.lm is lm, side.note
@@ -158,7 +159,7 @@ def resolve_model_b(spec: Any, a: LanguageModel, vectors: EmotionVectors, *,
         return ModelSide(f"{a.name} + planted {emotion}", a, plan, note)
     from emolens.loading import load_model
 
-    lm_b = load_model(text, revision=revision, dtype=dtype, device=device or "auto")
+    lm_b = load_model(text, **load)
     return ModelSide(lm_b.name, lm_b)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from emolens.errors import EmolensError
-from emolens.report import behaviour_plots, plots
+from emolens.report import behaviour_plots, plots, preference_plots
 
 __all__ = ["FIGURES", "figure_for", "figures_of", "save_figures", "scenario_figure",
            "steering_figure"]
@@ -283,4 +283,103 @@ def _behaviour(r: Any) -> dict[str, Figure]:
             [a.rate.ci_low for a in arms], [a.rate.ci_high for a in arms],
             f"{r.title}: rate of '{r.headline}' with and without the guard "
             f"(alert {r.guard['rule']})", "rate", ns=[a.rate.n for a in arms])
+    return out
+
+
+# ---- preferences (study section 8) and two models compared (section 10) --------------------
+
+_CATEGORY_COLORS = ("tab:green", "tab:cyan", "tab:blue", "tab:purple", "tab:olive",
+                    "tab:orange", "tab:red", "black")
+
+
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+@figure_for("preference")
+def _preference(r: Any) -> dict[str, Figure]:
+    cats = list(dict.fromkeys(a.category for a in r.activities))
+    color = {c: _CATEGORY_COLORS[i % len(_CATEGORY_COLORS)] for i, c in enumerate(cats)}
+    order = r.ranked()
+    rows = len(r.pairs)
+    out = {"main": plots.fig_bar_ci(
+        [g.group for g in r.categories], [g.mean for g in r.categories],
+        [g.ci_low for g in r.categories], [g.ci_high for g in r.categories],
+        f"Elo by category, {r.model}: {rows} choices over {len(r.activities)} activities "
+        "(95% CI over the category's activities)", "Elo (mean 1500)",
+        ns=[g.n for g in r.categories], chance=1500.0)}
+    out["activities"] = preference_plots.fig_ranked_ci(
+        [_short(r.activities[i].text) for i in order], r.elo[order], r.elo_ci_low[order],
+        r.elo_ci_high[order], f"Elo of every activity, {r.model} ({rows} choices, "
+        f"{r.n_boot} pair bootstraps)", "Elo", colors=[color[r.activities[i].category]
+                                                      for i in order],
+        legend=color, reference=1500.0)
+    probes = sorted((p for p in r.probes if math.isfinite(p.r)), key=lambda p: -p.r)
+    cut = "highest and lowest 30 of " if len(probes) > 60 else ""
+    if cut:
+        probes = probes[:30] + probes[-30:]
+    if probes:
+        out["probes"] = preference_plots.fig_ranked_ci(
+            [p.name for p in probes], [p.r for p in probes], [p.ci_low for p in probes],
+            [p.ci_high for p in probes],
+            f"Probe-Elo correlation over {len(r.activities)} activities, layers "
+            f"{r.layers[0]}-{r.layers[-1]} ({cut}{len(r.probes)} probes; study: blissful "
+            "0.71, hostile -0.74)", "Pearson r")
+    vec = [v for v in r.effects if v.kind == "vector"]
+    rnd = [v for v in r.effects if v.kind == "random"]
+    if vec:
+        control = None
+        if rnd:
+            e = rnd[0].effect
+            control = (rnd[0].name, e.steered_mean, e.steered_ci_low, e.steered_ci_high)
+        out["steering"] = preference_plots.fig_ci_scatter(
+            [v.probe_r for v in vec], [v.effect.steered_mean for v in vec],
+            [v.effect.steered_ci_low for v in vec], [v.effect.steered_ci_high for v in vec],
+            [v.name for v in vec],
+            f"Steering on the steered activities' tokens at {r.strength:g}, layers "
+            f"{r.layers[0]}-{r.layers[-1]}: ΔElo vs probe-Elo r (study r = 0.85)",
+            "probe-Elo r", "mean ΔElo of the steered activities", control=control)
+    if r.doses:
+        curves = {d.name: (list(d.strengths), [e.steered_mean for e in d.effects],
+                           [e.steered_ci_low for e in d.effects],
+                           [e.steered_ci_high for e in d.effects]) for d in r.doses}
+        ctl = None
+        if rnd:
+            e = rnd[0].effect
+            ctl = (rnd[0].strength, e.steered_mean, e.steered_ci_low, e.steered_ci_high)
+        out["dose"] = behaviour_plots.fig_dose_curves(
+            [("top positive and top negative probe-Elo r", curves, ctl)],
+            f"Dose: mean ΔElo of the steered activities, {r.model}", "mean ΔElo", ncols=1)
+    return out
+
+
+@figure_for("compare")
+def _compare(r: Any) -> dict[str, Figure]:
+    def ends(shifts: Any, k: int = 12) -> tuple[list[str], list[float], list[float],
+                                                list[float]]:
+        pick = list(shifts[:k]) + (list(shifts[-k:]) if len(shifts) > 2 * k
+                                   else list(shifts[k:]))
+        return ([s.name for s in pick], [s.shift for s in pick], [s.ci_low for s in pick],
+                [s.ci_high for s in pick])
+
+    panels = [(f"all prompts (n = {r.overall[0].n_prompts})", *ends(r.overall))]
+    panels += [(f"{s.name} (n = {s.n_prompts}, structure r = {s.structure.r:.2f})",
+                *ends(s.shifts)) for s in r.sets]
+    out = {"main": preference_plots.fig_ranked_panels(
+        panels, f"Shift B - A at assistant_start, layer {r.layer}: A = {r.model_a}, "
+                f"B = {r.model_b} (largest rises and falls, 95% CI over prompts)",
+        "shift in read-out (B - A)")}
+    out["layers"] = plots.fig_layer_curve(
+        list(r.layers_read), {"RMS shift over emotions": r.layer_shifts.magnitude},
+        f"How far B differs from A, layer by layer ({r.model_b})", "RMS shift", mark=r.layer)
+    if len(r.layers_read) > 1:
+        out["layer_corr"] = plots.fig_rsa(
+            r.layer_shifts.layer_corr, list(r.layers_read),
+            f"Correlation of the shift vectors between layers ({len(r.layers_read)} layers)")
+    if r.sets:
+        out["structure"] = plots.fig_scatter_panels(
+            [(s.name, [x.mean_a for x in s.shifts], [x.mean_b for x in s.shifts],
+              f"mean read-out in A ({r.model_a})", "mean read-out in B")
+             for s in r.sets],
+            f"Mean read-out per emotion, A vs B, layer {r.layer}")
     return out
