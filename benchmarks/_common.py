@@ -45,10 +45,36 @@ def summarise(times: dict[str, list[float]], work: dict[str, float], unit: str,
     return out
 
 
+def machine_load() -> list[float]:
+    """The 1, 5 and 15 minute load averages (other work on a shared machine skews timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not Unix
+        return []
+
+
+def cpu_model() -> str:
+    """The CPU's model name and whether it has native bfloat16 (AVX512-BF16 / AMX)."""
+    name = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from emolens.runtime import bf16_native
+
+    return f"{name} ({'native bf16' if bf16_native('cpu') else 'no native bf16'})"
+
+
 def write(name: str, payload: dict) -> Path:
-    payload = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    """Write ``results/NAME.json`` atomically, with the machine it ran on, and print it."""
+    payload = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
+                           "torch_threads": torch.get_num_threads(),
                            "python": platform.python_version(), "torch": torch.__version__,
-                           "device": "cuda" if torch.cuda.is_available() else "cpu"},
+                           "device": "cuda" if torch.cuda.is_available() else "cpu",
+                           "load_at_write": machine_load()},
                "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_lm
 
 from emolens.cli import main
@@ -73,10 +74,10 @@ def test_shards_merge_to_the_single_pass_vectors(tmp_path, arch):
     lm = tiny_lm(arch)
     corpus = toy_corpus()
     layers = [1, 3]
-    whole = collect(lm, corpus, layers, token_skip=2, batch_size=4)
+    whole = collect(lm, corpus, layers, token_skip=2, batch_size=4, dtype=None)
     parts = []
     for i in range(3):
-        part = collect(lm, corpus, layers, token_skip=2, batch_size=4, shard=(i, 3))
+        part = collect(lm, corpus, layers, token_skip=2, batch_size=4, shard=(i, 3), dtype=None)
         part.save(tmp_path / f"shard{i}")  # through the files, as a job array would
         parts.append(Extraction.load(tmp_path / f"shard{i}"))
     merged = merge_stats(parts[::-1])  # the order of the shards does not matter
@@ -137,9 +138,9 @@ def shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shards")
     paths = []
     for i in range(3):
-        part = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, shard=(i, 3))
+        part = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, shard=(i, 3), dtype=None)
         paths.append(part.save(folder / f"run.{i}"))  # dots in a prefix are kept
-    whole = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4)
+    whole = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, dtype=None)
     return lm, paths, whole
 
 
@@ -269,3 +270,126 @@ def test_story_stats_in_a_shard_match_the_standalone_file(shards, tmp_path):
     back = StoryStats.load(part.stories.save(tmp_path / "s.safetensors"))
     np.testing.assert_array_equal(back.sums, part.stories.sums)
     assert shard_path(tmp_path / "x.safetensors") == tmp_path / "x.safetensors"
+
+
+# --------------------------------------------------------------------------------------------
+# memory that does not grow with the corpus
+# --------------------------------------------------------------------------------------------
+
+
+def sized_corpus(per_emotion: int) -> Corpus:
+    """``per_emotion`` distinct stories for each of three emotions, plus neutral dialogues."""
+    rng = np.random.default_rng(per_emotion)
+    records = []
+    for emotion, words in WORDS.items():
+        vocab = words.split()
+        for k in range(per_emotion):
+            text = f"Day {k}: " + " ".join(rng.choice(vocab, size=5 + k % 7)) + "."
+            records.append(Record(id=f"story/{emotion}/t{k:04d}/0", kind="story", text=text,
+                                  emotion=emotion, topic=k % 10,
+                                  split="heldout" if k % 4 == 3 else "train"))
+    for k in range(per_emotion):
+        turns = [{"role": "user", "content": f"What is {k} plus {k + 1}?"},
+                 {"role": "assistant", "content": f"It is {2 * k + 1}."}]
+        records.append(Record(id=f"neutral/{k:04d}", kind="neutral", text="", turns=turns))
+    return Corpus(records, f"sized-{per_emotion}")
+
+
+def _structures(per_emotion: int, monkeypatch) -> tuple[set, dict, int]:
+    """Every array an extraction holds while it runs (name -> shape), and at its end."""
+    import emolens.extract.run as run_mod
+    from emolens.extract.accumulate import NeutralAccumulator, StoryAccumulator, nbytes
+
+    seen: set[tuple] = set()
+    batches = 0
+
+    def spy(cls, method):
+        original = getattr(cls, method)
+
+        def wrapped(self, *args, **kwargs):
+            nonlocal batches
+            out = original(self, *args, **kwargs)
+            arrays = self.arrays()
+            seen.add((cls.__name__, tuple(sorted((k, tuple(v.shape), str(v.dtype))
+                                                 for k, v in arrays.items())),
+                      nbytes(arrays)))
+            batches += 1
+            return out
+        monkeypatch.setattr(cls, method, wrapped)
+
+    spy(StoryAccumulator, "add")
+    spy(NeutralAccumulator, "end_batch")
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("an extraction must not keep one row per text")
+
+    monkeypatch.setattr(run_mod, "pooled_features", refuse)  # the [N, L, d] path
+    lm = tiny_lm("llama")
+    corpus = sized_corpus(per_emotion)
+    run = collect(lm, corpus, [0, 1, 2, 3], token_skip=2, batch_size=4, dtype=None)
+    vecs = extract(lm, corpus, layers="all", token_skip=2, batch_size=4, dtype=None)
+    assert vecs.meta["n_heldout"] == 3 * (per_emotion // 4)
+    final = {k: (v.shape, v.dtype) for k, v in run.stories.tensors("stories.").items()}
+    final.update({k: (v.shape, v.dtype) for k, v in run.neutral.tensors("neutral.").items()})
+    return seen, final, batches
+
+
+def test_extraction_memory_structure_does_not_grow_with_the_corpus(monkeypatch):
+    small_seen, small_final, small_batches = _structures(8, monkeypatch)
+    big_seen, big_final, big_batches = _structures(32, monkeypatch)
+    assert big_batches > 3 * small_batches  # four times the texts went through
+    # the same arrays, of the same shapes and bytes, after every batch, whatever the corpus
+    assert small_seen == big_seen and len(small_seen) == 2
+    assert small_final == big_final
+    assert not any("token_norms" in k for k in big_final)
+
+
+def test_neutral_scatter_in_float32_matches_a_float64_two_pass_reference():
+    from emolens.extract.accumulate import NeutralAccumulator
+
+    rng = np.random.default_rng(0)
+    # a large common offset (as residual streams have) over small variation: the naive
+    # sum-of-outer-products formula would lose the variance in float32
+    acts = (rng.normal(size=(3000, 8)) + 300.0).astype(np.float32)
+    acc = NeutralAccumulator([5], d=8)  # float32 scatter
+    for chunk in np.array_split(np.arange(3000), 17):
+        acc.add_layer(5, torch.from_numpy(acts[chunk]))
+        acc.end_batch(len(chunk))
+    cov = acc.to_stats().covariance(0)
+    np.testing.assert_allclose(cov, np.cov(acts.astype(np.float64).T, bias=True), atol=2e-4)
+    median = acc.to_stats().norm_stats()[1][0]
+    np.testing.assert_allclose(median, np.median(np.linalg.norm(acts, axis=1)), rtol=3e-3)
+
+
+def test_neutral_stats_of_the_first_layout_are_converted(tmp_path):
+    from emolens import fileformat
+    from emolens.extract import NeutralStats
+
+    rng = np.random.default_rng(1)
+    acts = rng.normal(size=(2, 50, 4)) * 3.0
+    norms = np.linalg.norm(acts, axis=2).astype(np.float32)
+    old = {"sum": acts.sum(1), "sum_outer": np.einsum("lni,lnj->lij", acts, acts),
+           "token_norms": norms}
+    path = fileformat.write(tmp_path / "n.safetensors", fileformat.KIND_NEUTRAL,
+                            {"layers": [1, 2], "n_tokens": 50}, old)
+    ns = NeutralStats.load(path)
+    fresh = NeutralStats.empty([1, 2], 4)
+    fresh.add_tokens(acts)
+    np.testing.assert_allclose(ns.covariance(1), fresh.covariance(1), atol=1e-9)
+    np.testing.assert_array_equal(ns.norm_hist, fresh.norm_hist)
+    np.testing.assert_allclose(ns.norm_stats()[0], norms.mean(1), rtol=1e-6)
+
+
+def test_bf16_pass_runs_on_a_cast_copy_and_leaves_the_model_alone():
+    lm = tiny_lm("llama")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    corpus = toy_corpus()
+    fp32 = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, dtype=None)
+    bf16 = collect(lm, corpus, [1, 3], token_skip=2, batch_size=4, dtype="bfloat16")
+    assert lm.dtype == torch.float32
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    a, b = fp32.stories.means(), bf16.stories.means()
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() > 0.999
+    assert bf16.model == fp32.model

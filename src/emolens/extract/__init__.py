@@ -4,8 +4,12 @@
   :class:`NeutralStats`), exact to merge;
 * :mod:`emolens.extract.build`: statistics -> :class:`~emolens.vectors.EmotionVectors`
   (difference of means, neutral-PC denoising, residual norms);
+* :mod:`emolens.extract.accumulate`: running statistics in torch on the model's device, of
+  a fixed size whatever the corpus;
 * :mod:`emolens.extract.run`: the passes over a model, shards and their merge, the layer
   sweep, and :func:`extract`, the whole pipeline;
+* :mod:`emolens.extract.distributed`: data-parallel extraction under torch.distributed
+  (``torchrun`` / ``accelerate launch``), statistics all-reduced across ranks;
 * :mod:`emolens.extract.shipped`: the default model's vectors inside the package.
 """
 
@@ -18,6 +22,7 @@ from emolens.extract.run import (
     PassStats,
     classify,
     collect,
+    compute_model,
     extract,
     layer_sweep,
     length_batches,
@@ -26,6 +31,7 @@ from emolens.extract.run import (
     pooled_features,
     shard_of,
     shard_path,
+    sweep_counts,
 )
 from emolens.extract.shipped import SHIPPED_VECTORS, default_vectors, shipped_vectors_path
 from emolens.extract.stats import NeutralStats, StoryStats
@@ -41,6 +47,7 @@ __all__ = [
     "build_vectors",
     "classify",
     "collect",
+    "compute_model",
     "default_vectors",
     "extract",
     "layer_sweep",
@@ -52,5 +59,6 @@ __all__ = [
     "shard_of",
     "shard_path",
     "shipped_vectors_path",
+    "sweep_counts",
     "vectors_from",
 ]

@@ -6,6 +6,12 @@ Data flow::
     neutral  --(same pass, real tokens after the skip)------------------------------> NeutralStats
     StoryStats + NeutralStats --(build.build_vectors)--> EmotionVectors (+ layer sweep)
 
+Memory does not grow with the corpus: each batch is folded into running per-emotion sums and
+centred neutral moments (:mod:`emolens.extract.accumulate`) on the model's device, and the
+held-out layer sweep keeps only hit counts; no ``[N, L, d]`` array is built. The pass runs in
+the model's dtype, or in ``dtype`` (``"auto"``: bfloat16 where the CPU or GPU computes it
+natively, see :func:`emolens.runtime.extraction_dtype`) on a cast copy of the weights.
+
 Statistics are exact sums, so ``--shard i/n`` runs can be merged afterwards
 (:func:`merge_stats`) into the same vectors a single pass gives. Each shard is one file that
 records the model, the corpus, the token skip and its place ``i/n``, so a merge needs no model
@@ -19,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +36,15 @@ import torch
 
 from emolens import fileformat, hooks
 from emolens.errors import CorpusError, VectorFileError
+from emolens.extract.accumulate import NeutralAccumulator, StoryAccumulator
 from emolens.extract.build import DEFAULT_VARIANCE, vectors_from
-from emolens.extract.stats import NeutralStats, StoryStats
+from emolens.extract.stats import NORM_BINS_SCHEMA, NeutralStats, StoryStats
 from emolens.fileformat import Field, format_layers
+from emolens.modelcheck import check_model, describe_model
 from emolens.readout import Reader
-from emolens.stats import topk_accuracy
-from emolens.vectors import EmotionVectors, check_model, describe_model
+from emolens.runtime import extraction_dtype
+from emolens.stats import rank_of_true
+from emolens.vectors import EmotionVectors
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.corpus import Corpus, Record
@@ -47,6 +56,7 @@ __all__ = [
     "PassStats",
     "classify",
     "collect",
+    "compute_model",
     "extract",
     "layer_sweep",
     "length_batches",
@@ -54,6 +64,7 @@ __all__ = [
     "neutral_statistics",
     "pooled_features",
     "shard_of",
+    "sweep_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,6 +122,77 @@ def _tokenize(lm: LanguageModel, texts: Sequence[str], chat: bool, max_length: i
     return [ids[:max_length] for ids in lm.tokenizer(list(texts))["input_ids"]]
 
 
+def compute_model(lm: LanguageModel, dtype: Any = None) -> LanguageModel:
+    """The model an extraction pass runs on: ``lm`` itself, or a copy cast to ``dtype``.
+
+    ``dtype`` None keeps the model's own; ``"auto"`` is bfloat16 for a float32 model on a CPU
+    or GPU that computes bfloat16 natively (:func:`emolens.runtime.extraction_dtype`), else
+    the model's own. A cast copy shares nothing with ``lm`` (its weights are new tensors, so
+    ``lm`` stays exactly as it was) and carries the same fingerprint.
+
+    >>> compute_model(lm) is lm, compute_model(lm, "float32") is lm
+    (True, True)
+    >>> half = compute_model(lm, "bfloat16")
+    >>> half.dtype, lm.dtype, half.fingerprint() == lm.fingerprint()
+    (torch.bfloat16, torch.float32, True)
+    """
+    import copy
+
+    want = extraction_dtype(dtype, lm.dtype, lm.device)
+    if want == lm.dtype:
+        return lm
+    # every parameter replaced by its cast copy through deepcopy's memo: tied weights stay
+    # tied, and the peak is the original plus the cast weights (not two full copies)
+    memo: dict[int, Any] = {
+        id(p): torch.nn.Parameter(p.detach().to(want), requires_grad=False)
+        for p in lm.model.parameters()}
+    clone = copy.deepcopy(lm.model, memo)
+    out = type(lm)(clone, lm.tokenizer, name=lm.name, source=lm.source)
+    for key in ("revision",):
+        if hasattr(lm, key):
+            setattr(out, key, getattr(lm, key))
+    return out
+
+
+@torch.inference_mode()
+def _pooled_sums(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
+                 token_skip: int, early_exit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-text float32 token sums ``[B, L, d]`` and counts ``[B]``, on the model's device.
+
+    Reduced inside each hook (no ``[B, T, d]`` per layer is kept) and stopped after the
+    deepest layer.
+    """
+    mask = hooks.pool_mask(batch["attention_mask"], token_skip)
+    store = hooks.run_capture(lambda: lm.forward(batch), lm.layer_modules(layers),
+                              reduce=lambda _i, h: hooks.masked_sum(h, mask),
+                              early_exit=early_exit)
+    device = mask.device
+    return torch.stack([store[i].to(device) for i in layers], dim=1), mask.sum(-1)
+
+
+def _story_batches(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
+                   token_skip: int, batch_size: int, sort_by_length: bool, early_exit: bool,
+                   chat: bool, max_length: int, progress: bool, desc: str, stats: PassStats
+                   ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield ``(indices, sums [B, L, d], counts [B])`` batch by batch; fill ``stats``."""
+    ids = _tokenize(lm, texts, chat, max_length)
+    stats.texts += len(texts)
+    started = time.perf_counter()
+    with _progress(len(texts), desc, progress) as bar:
+        for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
+            batch = lm.pad([ids[i] for i in batch_idx])
+            sums, n = _pooled_sums(lm, batch, layers, token_skip, early_exit)
+            if bool((n == 0).any()):
+                raise CorpusError("a text has no tokens to pool (empty text?)")
+            real = batch["attention_mask"].sum(-1)
+            stats.tokens += int(real.sum())
+            stats.padded_tokens += int(batch["attention_mask"].numel())
+            stats.adapted += int((real < 2 * token_skip).sum())
+            yield batch_idx, sums, n
+            bar.update(len(batch_idx))
+    stats.seconds += time.perf_counter() - started
+
+
 def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
                     token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
                     sort_by_length: bool = True, early_exit: bool = True, chat: bool = False,
@@ -119,39 +201,50 @@ def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[in
     """Mean residual ``[N, L, d]`` of each text over its tokens from ``token_skip`` on.
 
     Returns the means, the pooled token counts ``[N]``, and what the pass cost. A text
-    shorter than ``2 * token_skip`` tokens is pooled over its second half.
+    shorter than ``2 * token_skip`` tokens is pooled over its second half. This keeps one
+    row per text, for analyses that need them; an extraction (:func:`collect`) folds each
+    batch into running sums instead.
 
     >>> means, counts, cost = pooled_features(lm, ["The rain fell all night.", "Hi there."],
     ...                                       [1, 3], token_skip=2)
     >>> means.shape, bool((counts > 0).all()), cost.texts
     ((2, 2, 32), True, 2)
     """
-    ids = _tokenize(lm, texts, chat, max_length)
     means = np.zeros((len(texts), len(layers), lm.hidden_size), np.float32)
     counts = np.zeros(len(texts), np.int64)
-    stats = PassStats(texts=len(texts))
-    started = time.perf_counter()
-    with _progress(len(texts), desc, progress) as bar:
-        for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
-            batch = lm.pad([ids[i] for i in batch_idx])
-            sums, n = lm.pooled(batch, layers, token_skip=token_skip, early_exit=early_exit)
-            if bool((n == 0).any()):
-                raise CorpusError("a text has no tokens to pool (empty text?)")
-            means[batch_idx] = (sums / n[:, None, None]).float().cpu().numpy()
-            counts[batch_idx] = n.cpu().numpy()
-            real = batch["attention_mask"].sum(-1)
-            stats.tokens += int(real.sum())
-            stats.padded_tokens += int(batch["attention_mask"].numel())
-            stats.adapted += int((real < 2 * token_skip).sum())
-            bar.update(len(batch_idx))
-    stats.seconds = time.perf_counter() - started
+    stats = PassStats()
+    for batch_idx, sums, n in _story_batches(
+            lm, texts, layers, token_skip=token_skip, batch_size=batch_size,
+            sort_by_length=sort_by_length, early_exit=early_exit, chat=chat,
+            max_length=max_length, progress=progress, desc=desc, stats=stats):
+        means[batch_idx] = (sums / n[:, None, None]).float().cpu().numpy()
+        counts[batch_idx] = n.cpu().numpy()
     return means, counts, stats
+
+
+def _neutral_pass(lm: LanguageModel, texts: Sequence[str], acc: NeutralAccumulator, *,
+                  token_skip: int, batch_size: int, max_length: int, progress: bool) -> None:
+    """Fold neutral chat texts into ``acc``, reduced inside the hooks batch by batch."""
+    ids = _tokenize(lm, texts, True, max_length)
+    modules = lm.layer_modules(acc.layers)
+    with _progress(len(texts), "neutral", progress) as bar:
+        for batch_idx in length_batches([len(r) for r in ids], batch_size):
+            batch = lm.pad([ids[i] for i in batch_idx])
+            keep = hooks.pool_mask(batch["attention_mask"], token_skip)
+            with torch.inference_mode():
+                hooks.run_capture(lambda b=batch: lm.forward(b), modules,
+                                  reduce=lambda i, h, k=keep: acc.add_layer(i, h[k.to(h.device)]))
+            acc.end_batch(int(keep.sum()))
+            bar.update(len(batch_idx))
 
 
 def neutral_statistics(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
                        token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
-                       max_length: int = 512, progress: bool = False) -> NeutralStats:
-    """Token-level statistics (sum, sum of outer products, norms) of neutral chat texts.
+                       max_length: int = 512, progress: bool = False,
+                       dtype: torch.dtype = torch.float32) -> NeutralStats:
+    """Token-level statistics (mean, centred scatter, norms) of neutral chat texts.
+
+    Fixed size whatever the number of texts; the scatter is kept in ``dtype``.
 
     >>> chat = lm.format_chat([{"role": "user", "content": "What is two plus two?"},
     ...                        {"role": "assistant", "content": "Four."}])
@@ -159,18 +252,10 @@ def neutral_statistics(lm: LanguageModel, texts: Sequence[str], layers: Sequence
     >>> ns.layers, ns.d, ns.n_tokens > 0
     ((0, 2), 32, True)
     """
-    neutral = NeutralStats.empty(layers, lm.hidden_size)
-    ids = _tokenize(lm, texts, True, max_length)
-    with _progress(len(texts), "neutral", progress) as bar:
-        for batch_idx in length_batches([len(r) for r in ids], batch_size):
-            batch = lm.pad([ids[i] for i in batch_idx])
-            keep = hooks.pool_mask(batch["attention_mask"], token_skip)
-            with torch.inference_mode():
-                store = hooks.run_capture(lambda b=batch: lm.forward(b), lm.layer_modules(layers),
-                                          reduce=lambda _i, h, k=keep: h[k].float().cpu())
-            neutral.add_tokens(np.stack([store[i].numpy() for i in layers]))
-            bar.update(len(batch_idx))
-    return neutral
+    acc = NeutralAccumulator(layers, lm.hidden_size, lm.device, dtype=dtype)
+    _neutral_pass(lm, texts, acc, token_skip=token_skip, batch_size=batch_size,
+                  max_length=max_length, progress=progress)
+    return acc.to_stats()
 
 
 def shard_of(records: Sequence[Record], shard: tuple[int, int] | None) -> list[Record]:
@@ -215,7 +300,9 @@ SHARD_SCHEMA: dict[str, Field] = {
     "split": Field("str", null=True),
     "emotions": Field("list[str]", null=True),
     "neutral": Field("object", null=True,
-                     fields={"layers": Field("layers"), "n_tokens": Field("int")}),
+                     fields={"layers": Field("layers"), "n_tokens": Field("int"),
+                             "norm_bins": Field("object", required=False,
+                                                fields=NORM_BINS_SCHEMA)}),
     "emolens_version": Field("str"),
     "story_pass": Field("object", required=False),
 }
@@ -363,16 +450,63 @@ class Extraction:
                    emolens_version=header["emolens_version"], source=str(target))
 
 
+@dataclass
+class _Accumulated:
+    """The running statistics of one pass (a whole corpus, a shard or a rank's share)."""
+
+    stories: StoryAccumulator
+    neutral: NeutralAccumulator | None
+    cost: PassStats
+
+
+def _accumulate(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
+                token_skip: int, batch_size: int, shard: tuple[int, int] | None,
+                split: str | None, emotions: Sequence[str] | None, with_neutral: bool,
+                sort_by_length: bool, early_exit: bool, progress: bool) -> _Accumulated:
+    """Fold the stories (and neutral dialogues) of ``shard`` into fixed-size accumulators."""
+    every = corpus.stories(split=split, emotions=emotions)
+    labels = sorted({r.emotion for r in every})
+    stories = shard_of(every, shard)
+    acc = StoryAccumulator(labels, layers, lm.hidden_size, lm.device)
+    cost = PassStats()
+    story_labels = [r.emotion for r in stories]
+    for batch_idx, sums, n in _story_batches(
+            lm, [r.text for r in stories], layers, token_skip=token_skip,
+            batch_size=batch_size, sort_by_length=sort_by_length, early_exit=early_exit,
+            chat=False, max_length=512, progress=progress, desc="stories", stats=cost):
+        acc.add([story_labels[i] for i in batch_idx], sums, n)
+    neutral = None
+    if with_neutral:
+        neutral = NeutralAccumulator(layers, lm.hidden_size, lm.device)
+        texts = [_chat_text(lm, r) for r in shard_of(corpus.neutral(), shard)]
+        _neutral_pass(lm, texts, neutral, token_skip=token_skip, batch_size=batch_size,
+                      max_length=512, progress=progress)
+    return _Accumulated(acc, neutral, cost)
+
+
+def _check_not_empty(corpus: Corpus, stories: int, neutral: int | None,
+                     split: str | None) -> None:
+    if stories == 0:
+        raise CorpusError(f"corpus {corpus.source!r} has no clean stories"
+                          + (f" in split {split!r}" if split else ""))
+    if neutral == 0:
+        raise CorpusError(f"corpus {corpus.source!r} has no neutral dialogues "
+                          "(needed for denoising and residual norms)")
+
+
 def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
             token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
             shard: tuple[int, int] | None = None, split: str | None = "train",
             emotions: Sequence[str] | None = None, with_neutral: bool = True,
             sort_by_length: bool = True, early_exit: bool = True,
-            progress: bool = False) -> Extraction:
+            progress: bool = False, dtype: Any = "auto") -> Extraction:
     """Sufficient statistics of a corpus (or one shard of it) at ``layers``.
 
     Shard ``(i, n)`` takes every n-th story and neutral dialogue in id order; the labels are
     those of the whole corpus, so every shard's statistics line up for :func:`merge_stats`.
+    Memory is fixed whatever the corpus size (running sums on the model's device). ``dtype``
+    is that of :func:`extract` (``"auto"``: bfloat16 where computed natively; ``None``: the
+    model's own), the pass running on a cast copy of the model (:func:`compute_model`).
 
     >>> from emolens.corpus import Corpus, Record
     >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4)
@@ -380,38 +514,35 @@ def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     >>> recs.append(Record(id="neutral/0", kind="neutral", text="", turns=[
     ...     {"role": "user", "content": "Two plus two?"}, {"role": "assistant", "content": "4."}]))
     >>> corpus = Corpus(recs, "toy")
-    >>> parts = [collect(lm, corpus, [1, 2], token_skip=1, shard=(i, 2)) for i in range(2)]
+    >>> parts = [collect(lm, corpus, [1, 2], token_skip=1, shard=(i, 2), dtype=None)
+    ...          for i in range(2)]
     >>> merged = merge_stats(parts)
-    >>> whole = collect(lm, corpus, [1, 2], token_skip=1)
+    >>> whole = collect(lm, corpus, [1, 2], token_skip=1, dtype=None)
     >>> bool(np.allclose(merged.stories.sums, whole.stories.sums, atol=1e-5))
     True
     >>> merge_stats(parts[:1])
     Traceback (most recent call last):
     emolens.errors.VectorFileError: shard 1/2 is missing (got 1 of 2 shards: 0/2)
     """
-    stories = shard_of(corpus.stories(split=split, emotions=emotions), shard)
-    if not stories and shard is None:
-        raise CorpusError(f"corpus {corpus.source!r} has no clean stories"
-                          + (f" in split {split!r}" if split else ""))
-    labels = sorted({r.emotion for r in corpus.stories(split=split, emotions=emotions)})
-    stats = StoryStats.empty(labels, layers, lm.hidden_size)
-    means, counts, pass_stats = pooled_features(
-        lm, [r.text for r in stories], layers, token_skip=token_skip, batch_size=batch_size,
-        sort_by_length=sort_by_length, early_exit=early_exit, progress=progress,
-        desc="stories")
-    if stories:
-        stats.add_batch([r.emotion for r in stories], means, counts)
-    neutral = None
-    if with_neutral:
-        texts = [_chat_text(lm, r) for r in shard_of(corpus.neutral(), shard)]
-        if not texts and shard is None:
-            raise CorpusError(f"corpus {corpus.source!r} has no neutral dialogues "
-                              "(needed for denoising and residual norms)")
-        neutral = neutral_statistics(lm, texts, layers, token_skip=token_skip,
-                                     batch_size=batch_size, progress=progress) if texts else \
-            NeutralStats.empty(layers, lm.hidden_size)
-    return Extraction(stats, neutral, pass_stats, token_skip, corpus.fingerprint(),
-                      model=lm.fingerprint(), shard=shard, split=split,
+    work = compute_model(lm, dtype)
+    acc = _accumulate(work, corpus, layers, token_skip=token_skip, batch_size=batch_size,
+                      shard=shard, split=split, emotions=emotions, with_neutral=with_neutral,
+                      sort_by_length=sort_by_length, early_exit=early_exit, progress=progress)
+    if shard is None:
+        _check_not_empty(corpus, int(acc.stories.counts.sum()),
+                         acc.neutral.n_tokens if acc.neutral is not None else None, split)
+    return extraction_of(acc, lm, corpus, token_skip=token_skip, shard=shard, split=split,
+                         emotions=emotions)
+
+
+def extraction_of(acc: _Accumulated, lm: LanguageModel, corpus: Corpus, *, token_skip: int,
+                  shard: tuple[int, int] | None, split: str | None,
+                  emotions: Sequence[str] | None) -> Extraction:
+    """An :class:`Extraction` (numpy statistics and provenance) from running accumulators."""
+    return Extraction(acc.stories.to_stats(),
+                      acc.neutral.to_stats() if acc.neutral is not None else None, acc.cost,
+                      token_skip, corpus.fingerprint(), model=lm.fingerprint(), shard=shard,
+                      split=split,
                       emotions=tuple(sorted(emotions)) if emotions is not None else None)
 
 
@@ -522,13 +653,63 @@ def classify(pooled: np.ndarray, vectors_matrix: np.ndarray,
     return x @ m.T
 
 
+@dataclass
+class SweepCounts:
+    """Held-out hits per layer (top-1 and top-k), fixed size, exact to sum across ranks."""
+
+    layers: tuple[int, ...]
+    top1: np.ndarray
+    topk: np.ndarray
+    n: int = 0
+
+    @classmethod
+    def empty(cls, layers: Sequence[int]) -> SweepCounts:
+        """No texts scored yet."""
+        return cls(tuple(layers), np.zeros(len(layers), np.int64),
+                   np.zeros(len(layers), np.int64))
+
+    def add(self, reader: Reader, means: torch.Tensor, truth: np.ndarray, k: int) -> None:
+        """Score pooled means ``[B, L, d]`` with ``reader``; count where the truth ranks."""
+        for li, layer in enumerate(self.layers):
+            scores = reader.scores(layer, means[:, li].float()).cpu().numpy()
+            ranks = rank_of_true(scores, truth)
+            self.top1[li] += int((ranks <= 1).sum())
+            self.topk[li] += int((ranks <= k).sum())
+        self.n += len(truth)
+
+
+def _sweep_result(vectors: EmotionVectors, counts: SweepCounts,
+                  valence: dict[str, float] | None) -> dict[str, Any]:
+    per_layer: dict[str, dict[str, float]] = {}
+    for li, layer in enumerate(counts.layers):
+        n = max(counts.n, 1)
+        entry = {"top1": float(counts.top1[li] / n) if counts.n else float("nan"),
+                 "top5": float(counts.topk[li] / n) if counts.n else float("nan")}
+        sep = _valence_separation(vectors.matrix(layer), vectors.emotions, valence or {})
+        if sep is not None:
+            entry["valence_r"] = sep
+        per_layer[str(layer)] = entry
+    best = max(counts.layers, key=lambda x: (per_layer[str(x)]["top1"],
+                                             per_layer[str(x)].get("valence_r", 0.0)))
+    return {"recommended_layer": int(best), "per_layer": per_layer, "n_heldout": counts.n}
+
+
+def _truth(vectors: EmotionVectors, labels: Sequence[str]) -> np.ndarray:
+    index = {e: i for i, e in enumerate(vectors.emotions)}
+    unknown = sorted({x for x in labels if x not in index})
+    if unknown:
+        raise CorpusError(f"held-out labels without a vector: {', '.join(unknown[:5])}")
+    return np.array([index[x] for x in labels], dtype=np.int64)
+
+
 def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[str],
                 valence: dict[str, float] | None = None, mode: str = "auto") -> dict[str, Any]:
     """Score each layer: held-out top-1/top-5 accuracy and valence separation.
 
     ``features`` are pooled held-out activations [N, L, d] at ``vectors.layers``, scored
     by the one read path (:class:`emolens.readout.Reader`; ``auto`` centres them on the
-    file's training mean before the cosine).
+    file's training mean before the cosine). An extraction scores its held-out texts
+    batch by batch instead (:func:`sweep_counts`), keeping only the hit counts.
     Valence separation is the correlation, across emotions with a human valence rating,
     between each vector's rating and its projection on the (positive - negative) mean
     direction, a model-free check that the layer orders emotions by valence.
@@ -538,26 +719,36 @@ def layer_sweep(vectors: EmotionVectors, features: np.ndarray, labels: Sequence[
     >>> result["per_layer"]["0"]["top1"], result["n_heldout"]
     (1.0, 2)
     """
-    index = {e: i for i, e in enumerate(vectors.emotions)}
-    unknown = sorted({x for x in labels if x not in index})
-    if unknown:
-        raise CorpusError(f"held-out labels without a vector: {', '.join(unknown[:5])}")
-    truth = np.array([index[x] for x in labels])
-    k5 = min(5, len(vectors.emotions))
-    per_layer: dict[str, dict[str, float]] = {}
-    reader = Reader(vectors, vectors.layers, mode)
-    for li, layer in enumerate(vectors.layers):
-        scores = reader.scores(layer, torch.from_numpy(
-            np.ascontiguousarray(features[:, li], dtype=np.float32))).numpy()
-        entry = {"top1": topk_accuracy(scores, truth, 1).value,
-                 "top5": topk_accuracy(scores, truth, k5).value}
-        sep = _valence_separation(vectors.matrix(layer), vectors.emotions, valence or {})
-        if sep is not None:
-            entry["valence_r"] = sep
-        per_layer[str(layer)] = entry
-    best = max(vectors.layers, key=lambda x: (per_layer[str(x)]["top1"],
-                                              per_layer[str(x)].get("valence_r", 0.0)))
-    return {"recommended_layer": int(best), "per_layer": per_layer, "n_heldout": len(labels)}
+    truth = _truth(vectors, labels)
+    counts = SweepCounts.empty(vectors.layers)
+    counts.add(Reader(vectors, vectors.layers, mode),
+               torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), truth,
+               min(5, len(vectors.emotions)))
+    return _sweep_result(vectors, counts, valence)
+
+
+def sweep_counts(lm: LanguageModel, vectors: EmotionVectors, records: Sequence[Record], *,
+                 token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
+                 mode: str = "auto", progress: bool = False) -> SweepCounts:
+    """Held-out hit counts per layer, scored batch by batch (nothing per text is kept).
+
+    >>> from emolens.corpus import Record
+    >>> recs = [Record(id=f"s{k}", kind="story", emotion=e, text=f"{e} again. " * 3)
+    ...         for k, e in enumerate(("calm", "sad"))]
+    >>> c = sweep_counts(lm, vecs, recs, token_skip=1)
+    >>> c.n, c.top1.shape
+    (2, (4,))
+    """
+    truth = _truth(vectors, [r.emotion for r in records])
+    counts = SweepCounts.empty(vectors.layers)
+    reader = Reader(vectors, vectors.layers, mode, device=lm.device)
+    k = min(5, len(vectors.emotions))
+    for batch_idx, sums, n in _story_batches(
+            lm, [r.text for r in records], list(vectors.layers), token_skip=token_skip,
+            batch_size=batch_size, sort_by_length=True, early_exit=True, chat=False,
+            max_length=512, progress=progress, desc="held-out", stats=PassStats()):
+        counts.add(reader, sums / n[:, None, None], truth[batch_idx], k)
+    return counts
 
 
 def _valence_separation(matrix: np.ndarray, emotions: Sequence[str],
@@ -574,10 +765,18 @@ def _valence_separation(matrix: np.ndarray, emotions: Sequence[str],
 def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
             token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
             variance: float = DEFAULT_VARIANCE, sweep: bool = True,
-            progress: bool = False) -> EmotionVectors:
+            progress: bool = False, dtype: Any = "auto", distributed: bool | None = None,
+            group: Any = None) -> EmotionVectors:
     """The whole extraction: train-split statistics -> vectors -> held-out layer sweep.
 
-    Progress lines go to the ``emolens.extract.run`` logger (INFO).
+    ``dtype="auto"`` runs the pass in bfloat16 where the CPU or GPU computes it natively and
+    the model is float32 (checked: every emotion's vector within cosine 0.99 of its float32
+    twin; see ARCHITECTURE.md), else in the model's dtype; pass ``None`` or ``"float32"`` to
+    keep float32. Under torch.distributed (``torchrun`` / ``accelerate launch``; on by default
+    when a process group of more than one rank is initialised) each rank reads its share of
+    the corpus and the statistics are all-reduced, so every rank returns the vectors of one
+    pass (:mod:`emolens.extract.distributed`). Progress lines go to the ``emolens.extract.run``
+    logger (INFO).
 
     >>> from emolens.corpus import Corpus, Record
     >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4,
@@ -589,23 +788,38 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
     >>> v.emotions, v.layers, v.meta["n_heldout"], v.default_layer in v.layers
     (('calm', 'happy', 'sad'), (0, 1, 2, 3), 3, True)
     """
+    from emolens.extract import distributed as dist
+
+    ctx = dist.context(group) if distributed is not False else None
+    if distributed and ctx is None:
+        raise CorpusError("distributed=True, but no torch.distributed process group of more "
+                          "than one rank is initialised (see emolens.extract.distributed)")
+    work = compute_model(lm, dtype)
     layer_ids = lm.resolve_layers(layers)
-    run = collect(lm, corpus, layer_ids, token_skip=token_skip, batch_size=batch_size,
-                  progress=progress)
+    show = progress and (ctx is None or ctx.rank == 0)
+    if ctx is None:
+        run = collect(work, corpus, layer_ids, token_skip=token_skip, batch_size=batch_size,
+                      progress=show, dtype=None)
+    else:
+        run = dist.collect_distributed(work, corpus, layer_ids, token_skip=token_skip,
+                                       batch_size=batch_size, progress=show, dtype=None,
+                                       group=group)
     p = run.story_pass
-    logger.info("stories: %d texts, %d tokens in %.1fs (%.0f tok/s); %d shorter than 2x%d "
-                "tokens pooled from their second half", p.texts, p.tokens, p.seconds,
-                p.tokens_per_second, p.adapted, token_skip)
+    logger.info("stories: %d texts, %d tokens in %.1fs (%.0f tok/s, %s); %d shorter than "
+                "2x%d tokens pooled from their second half", p.texts, p.tokens, p.seconds,
+                p.tokens_per_second, str(work.dtype).replace("torch.", ""), p.adapted,
+                token_skip)
     vecs = vectors_from(run, variance=variance)
     heldout = corpus.stories(split="heldout", emotions=list(vecs.emotions))
     if sweep and heldout:
         from emolens.concepts import load_norms
 
-        feats, _, _ = pooled_features(lm, [r.text for r in heldout], list(vecs.layers),
-                                      token_skip=token_skip, batch_size=batch_size,
-                                      progress=progress, desc="held-out")
-        result = layer_sweep(vecs, feats, [r.emotion for r in heldout],
-                             load_norms().valence)
+        mine = heldout if ctx is None else shard_of(heldout, (ctx.rank, ctx.world_size))
+        counts = sweep_counts(work, vecs, mine, token_skip=token_skip, batch_size=batch_size,
+                              progress=show)
+        if ctx is not None:
+            counts = dist.all_reduce_counts(counts, work.device, group=group)
+        result = _sweep_result(vecs, counts, load_norms().valence)
         vecs = vecs.with_meta(recommended_layer=result["recommended_layer"],
                               layer_scores=result["per_layer"],
                               n_heldout=result["n_heldout"])
@@ -613,4 +827,5 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
         logger.info("layer sweep: layer %d best, held-out top-1 %.3f, top-5 %.3f (n=%d)",
                     result["recommended_layer"], best["top1"], best["top5"],
                     result["n_heldout"])
-    return vecs.with_meta(story_tokens_per_second=round(p.tokens_per_second, 1))
+    return vecs.with_meta(story_tokens_per_second=round(p.tokens_per_second, 1),
+                          extraction_dtype=str(work.dtype).replace("torch.", ""))
