@@ -125,6 +125,7 @@ def test_registry_entry_takes_model_b_as_an_option():
     assert a.name == "compare" and a.section == "10"
     r = a(Context(lm, vecs), model_b="plant:angry:0.5@2", n_boot=50)
     assert r.overall[0].name == "angry" and r.layer == vecs.default_layer
+    assert "angry ranks 1 of 6" in r.verdict() and "before layer 2 is 0 " in r.verdict()
     default = a(Context(lm, vecs), n_boot=20)  # "plant": calm at a third of the depth
     assert "calm" in default.model_b and "layer 1" in default.note
 

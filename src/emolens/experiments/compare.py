@@ -89,6 +89,7 @@ class ModelSide:
     lm: LanguageModel
     plan: Steering | None = None
     note: str = ""
+    planted: tuple[str, int, float] | None = None  # (emotion, layer, strength) of a plant
 
 
 def _describe(lm: LanguageModel) -> str:
@@ -156,7 +157,8 @@ def resolve_model_b(spec: Any, a: LanguageModel, vectors: EmotionVectors,
                               positions="all")
         note = (f"A with {emotion} added at layer {layer} ({strength:g} x the residual norm, "
                 "every token)")
-        return ModelSide(f"{a.name} + planted {emotion}", a, plan, note)
+        return ModelSide(f"{a.name} + planted {emotion}", a, plan, note,
+                         (emotion, layer, strength))
     from emolens.loading import load_model
 
     lm_b = load_model(text, **load)
@@ -244,6 +246,7 @@ class CompareResult(Result):
     layer_shifts: LayerShifts
     cases: tuple[CaseStudy, ...]
     seconds: float
+    planted: tuple[str, int, float] | None = None
     analysis: str = "compare"
 
     def set(self, name: str) -> SetComparison:
@@ -296,8 +299,31 @@ class CompareResult(Result):
             up = ", ".join(f"{e} {v:+.3f}" for e, v in c.up)
             down = ", ".join(f"{e} {v:+.3f}" for e, v in c.down)
             lines.append(f"  case {c.id}: up {up}; down {down}")
+        lines.append(f"  verdict: {self.verdict()}")
         lines.append(f"  ({self.seconds:.0f} s)")
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """One plain sentence on what this comparison shows (and, for a planted copy, whether
+        the analysis found what was planted)."""
+        clear = sum(1 for s in self.overall if s.ci_low > 0 or s.ci_high < 0)
+        biggest = max(self.overall, key=lambda s: abs(s.shift))
+        base = (f"{clear} of {len(self.overall)} emotions shift with an interval clear of 0; "
+                f"the largest is {biggest.name} {biggest.shift:+.4f}")
+        if self.planted is None:
+            return base
+        emotion, at, strength = self.planted
+        mag = self.layer_shifts.magnitude
+        before = [m for lay, m in zip(self.layers_read, mag, strict=True) if lay < at]
+        quiet = max(before, default=0.0)
+        if self.layer < at:
+            found = f"the main layer {self.layer} lies before the planted layer {at}"
+        else:
+            found = (f"the planted {emotion} ranks {self.rank_of(emotion)} of "
+                     f"{len(self.overall)} at layer {self.layer}")
+        return (f"{base}. A check, not a finding about training: {emotion} was planted at "
+                f"layer {at} ({strength:g} x the residual norm); {found}; the largest RMS "
+                f"shift before layer {at} is {quiet:.2g} (0 expected)")
 
 
 def _shift_line(s: EmotionShift) -> str:
@@ -378,7 +404,7 @@ def compare_models(a: LanguageModel | ModelSide, b: Any, vectors: EmotionVectors
         layers_read=tuple(layers), emotions=tuple(names), sets=tuple(sets),
         overall=tuple(overall), agreement=agreement, layer_shifts=layer_shifts(sa, sb),
         cases=tuple(_cases(items, xb - xa, names, list(cases))),
-        seconds=round(time.perf_counter() - started, 2))
+        seconds=round(time.perf_counter() - started, 2), planted=side_b.planted)
 
 
 def _run(ctx: Context, model_b: Any, n_boot: int, cases: tuple[str, ...], prompts: str
