@@ -22,7 +22,7 @@ from emolens.errors import EmolensError
 
 #: Modules under emolens.cli that each expose ``register(subparsers)``.
 COMMAND_MODULES = ("info", "corpus", "extract", "export", "validate", "report", "probe", "generate",
-                   "chat", "compare")
+                   "chat", "serve", "compare")
 #: Two-word commands spelled as in the docs, mapped to their parser names.
 ALIASES = {("extract", "merge"): "extract-merge"}
 
