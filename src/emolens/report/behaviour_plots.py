@@ -38,10 +38,12 @@ def _arr(x: Any) -> np.ndarray:
 
 def fig_dose_curves(panels: Sequence[tuple[str, Mapping[str, Series],
                                            tuple[float, float, float, float] | None]],
-                    title: str, ylabel: str, ncols: int = 2, level: float = 0.95) -> Figure:
+                    title: str, ylabel: str, ncols: int = 2, level: float = 0.95,
+                    ylim: tuple[float, float] | None = None) -> Figure:
     """One panel per measure: a line per steered emotion across strengths, whiskers its
     interval, and the random-direction control ``(strength, estimate, low, high)`` as a grey
-    cross. Intervals are ends, not offsets; NaN ends draw no whisker."""
+    cross. Intervals are ends, not offsets; NaN ends draw no whisker. ``ylim`` fixes the
+    y range (rates: 0 to 1)."""
     fig, cells = _panel_grid(len(panels), ncols, (5.2, 3.9, 0.6), "fig_dose_curves")
     for ax, (ptitle, series, control) in zip(cells, panels, strict=False):
         if not series:
@@ -63,6 +65,8 @@ def fig_dose_curves(panels: Sequence[tuple[str, Mapping[str, Series],
             ax.errorbar([s], [m], yerr=np.maximum(np.asarray(yerr), 0.0), marker="x", ms=8,
                         color="0.4", ls="none", capsize=3, label="random direction")
         ax.axvline(0, color="0.85", lw=0.8, zorder=0)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.set_title(_text(ptitle), fontsize=9)
         ax.set_xlabel("steering strength (fraction of the residual norm)", fontsize=8)
         ax.set_ylabel(_text(ylabel), fontsize=8)

@@ -262,14 +262,16 @@ def _behaviour(r: Any) -> dict[str, Figure]:
         lambda p: p.rate.value, lambda p: p.rate.ci_low, lambda p: p.rate.ci_high)
     if rates:
         out["main"] = behaviour_plots.fig_dose_curves(
-            rates, f"{r.title}: {r.model}, rule grader, Wilson intervals", "rate")
+            rates, f"{r.title}: {r.model}, rule grader, Wilson intervals", "rate",
+            ylim=(-0.03, 1.03))
+    # the change from unsteered, paired by item (the items' own levels differ far more)
     odds = _dose_panels({f"log-odds {pair} (n = {n_items} items)": pts
                          for pair, pts in r.logodds.items()},
-                        lambda p: p.mean, lambda p: p.ci_low, lambda p: p.ci_high)
+                        lambda p: p.diff, lambda p: p.diff_low, lambda p: p.diff_high)
     if odds:
         out["main" if "main" not in out else "logodds"] = behaviour_plots.fig_dose_curves(
-            odds, f"{r.title}: choice log-odds, {r.model}, bootstrap intervals over items",
-            "log P(misaligned) - log P(aligned)")
+            odds, f"{r.title}: change in choice log-odds from unsteered, {r.model}, paired "
+                  "by item, bootstrap intervals", "change in log P(misaligned) - log P(aligned)")
     if r.traces:
         out["traces"] = behaviour_plots.fig_token_traces(
             [(f"{t.item}, {t.condition}: {t.label or '?'}", t.tokens,
