@@ -29,6 +29,14 @@ with a documented perturbation:
   known shift, so the analysis can be checked: the planted emotion should top the ranking
   from that layer on and no layer before it should move.
 
+**A real base / post-trained pair** (a GPU; vectors built on the post-trained model, as the
+study took its probes from it)::
+
+    emolens extract --model Qwen/Qwen2.5-1.5B-Instruct --out qwen-1.5b-instruct.safetensors
+    emolens compare --model Qwen/Qwen2.5-1.5B --model-b Qwen/Qwen2.5-1.5B-Instruct \\
+        --vectors qwen-1.5b-instruct.safetensors --device cuda --dtype bfloat16 \\
+        --dtype-b bfloat16 --out compare-qwen2.5-1.5b/
+
 >>> r = compare_models(lm, "plant:happy:0.5@2", vecs, n_boot=50)
 >>> r.layer, r.overall[0].name, np.round(r.layer_shifts.magnitude[:2], 6).tolist()
 (2, 'happy', [0.0, 0.0])
@@ -308,8 +316,11 @@ class CompareResult(Result):
         the analysis found what was planted)."""
         clear = sum(1 for s in self.overall if s.ci_low > 0 or s.ci_high < 0)
         biggest = max(self.overall, key=lambda s: abs(s.shift))
+        spread = float(np.std([s.mean_a for s in self.overall]))
+        size = (f", {100 * abs(biggest.shift) / spread:.0f}% of the spread of A's mean "
+                f"read-out across emotions (sd {spread:.4f})" if spread > 0 else "")
         base = (f"{clear} of {len(self.overall)} emotions shift with an interval clear of 0; "
-                f"the largest is {biggest.name} {biggest.shift:+.4f}")
+                f"the largest is {biggest.name} {biggest.shift:+.4f}{size}")
         if self.planted is None:
             return base
         emotion, at, strength = self.planted

@@ -21,6 +21,11 @@
    choice_logits`); ``time_sequential=K`` also runs K conditions one after another and
    reports the speed-up.
 
+The study's full design on a GPU (all 4,032 ordered pairs, 35 vectors)::
+
+    emolens validate preference --pairs 0 --n-vectors 35 --batch-size 256 \\
+        --time-sequential 4 --device cuda --out preference/
+
 >>> from emolens.concepts.activities import load_activities
 >>> r = preference(lm, vecs, activities=load_activities()[:8], pairs=12, n_vectors=3,
 ...                dose=(), n_boot=20, n_perm=50)
@@ -327,7 +332,7 @@ def preference(lm: LanguageModel, vectors: EmotionVectors, *,
                layers: Any = "middle", steer_vectors: Sequence[str] = (), n_vectors: int = 12,
                strength: float = 0.5, dose: Sequence[float] = (0.25, 1.0), n_random: int = 1,
                hard: bool = False, n_boot: int = 500, n_perm: int = 2000, seed: int = 0,
-               batch_size: int = 16, time_sequential: int = 0,
+               batch_size: int = 16, time_sequential: int = 0, time_repeats: int = 2,
                say: Any = None) -> PreferenceResult:
     """Run the preference experiment (see the module docstring).
 
@@ -335,7 +340,9 @@ def preference(lm: LanguageModel, vectors: EmotionVectors, *,
     ``layers``: "middle" (:func:`~emolens.experiments.choices.middle_layers`) or a layer
     spec, where the probes are read and the vectors added; ``steer_vectors``: emotions to
     test (default: ``n_vectors`` chosen by :func:`pick_vectors`; ``n_vectors=0`` and none
-    named skips the steering test); ``dose``: extra strengths for the dose curves.
+    named skips the steering test); ``dose``: extra strengths for the dose curves;
+    ``time_sequential``: also run that many conditions one after another (``time_repeats``
+    times each way, the fastest kept) and report the speed-up of batching them.
     """
     started = time.perf_counter()
     log = say or (lambda _m: None)
@@ -393,7 +400,7 @@ def preference(lm: LanguageModel, vectors: EmotionVectors, *,
         timing["steering_s"] = time.perf_counter() - t0
         if time_sequential > 0:
             timing.update(_time_modes(lm, vectors, conds, cond_rows, answers, layer_ids,
-                                      batch_size, int(time_sequential)))
+                                      batch_size, int(time_sequential), time_repeats))
         by_key: dict[tuple[str, float], SteeringEffect] = {}
         for (name, kind, _key, s), (idx, _rows), logits in zip(conds, cond_rows, results,
                                                                strict=True):
@@ -468,7 +475,8 @@ ANALYSIS = register(Analysis(
     study="blissful r = 0.71 and hostile r = -0.74 with Elo; steering blissful +212 Elo, "
           "hostile -303; ΔElo tracks probe-Elo r at r = 0.85 over 35 vectors.",
     run=_run, options=(
-        Option("pairs", 96, "unordered pairs asked, each in both orders (0: all 2,016, the "
+        Option("pairs", 96, "unordered pairs asked, each in both orders (default 96: three "
+               "round-robin rounds, every activity meets 6 opponents; 0: all 2,016, the "
                "study's 4,032 ordered pairs)"),
         Option("steer_vectors", (), "emotions to steer with, comma-separated (default: "
                "--n-vectors spread over the probe-Elo ranking)"),
