@@ -28,10 +28,10 @@ from pathlib import Path
 from emolens.concepts.emotions import EMOTIONS, find_emotion_words
 from emolens.concepts.topics import TOPICS
 from emolens.corpus.textcheck import (
-    MIN_WORDS,
-    NEAR_DUP_JACCARD,
     _PREAMBLE_RE,
     _TITLE_RE,
+    MIN_WORDS,
+    NEAR_DUP_JACCARD,
     count_words,
     has_final_punctuation,
     jaccard,

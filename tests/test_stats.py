@@ -12,11 +12,11 @@ from scipy import stats as st
 from emolens.errors import EmolensError
 from emolens.stats import (
     Correlation,
+    binomial_p,
     bootstrap_ci,
     confusion_matrix,
     format_correlation,
     format_rate,
-    binomial_p,
     mean_rank,
     pearson,
     permutation_p,
