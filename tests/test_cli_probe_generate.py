@@ -81,6 +81,9 @@ def test_probe_jsonl_batch_one_result_per_line(saved, capsys, tmp_path):
                                    atol=1e-5)
     dest = tmp_path / "out" / "res.jsonl"
     code, _, err = cli(capsys, "probe", "--jsonl", src, *base(saved), "--out", dest)
+    assert code == 2 and "folder" in err and "does not exist" in err  # parents not made up
+    dest.parent.mkdir()
+    code, _, err = cli(capsys, "probe", "--jsonl", src, *base(saved), "--out", dest)
     assert code == 0 and "wrote 3 results" in err
     assert len(dest.read_text().splitlines()) == 3
 

@@ -647,3 +647,120 @@ def test_cli_generate_runs_the_loaded_model(tmp_path, monkeypatch, capsys):
     assert {r.id for r in load_corpus(out)} == _expected_story_ids(["calm", "sad"], [0, 1], 2)
     assert _run_cli(argv) == 0  # rerun: nothing left to do
     assert "wrote 0 (8 already there" in capsys.readouterr().out
+
+
+# ---- settings recorded with the corpus; resuming with other settings refused --------------
+class _IdentifiedLM(FakeLM):
+    """A FakeLM with a model fingerprint, as a loaded LanguageModel has."""
+
+    def __init__(self, config_hash: str = "aaaa", **kw) -> None:
+        super().__init__(**kw)
+        self.config_hash = config_hash
+
+    def fingerprint(self) -> dict:
+        return {"name": self.name, "n_layers": 4, "config_hash": self.config_hash}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_settings_are_recorded_beside_the_corpus(tmp_path):
+    from emolens.corpus.generate import settings_path
+
+    generate_corpus(_IdentifiedLM(), tmp_path, emotions=["calm"], topics=2, seed=7,
+                    temperature=0.7, top_p=0.9, max_new_tokens=50, batch_size=3,
+                    progress=False)
+    path = settings_path(tmp_path / "stories.jsonl")
+    assert path.name == "stories.settings.json"
+    s = json.loads(path.read_text())
+    assert (s["kind"], s["author"], s["seed"], s["temperature"], s["top_p"],
+            s["max_new_tokens"], s["batch_size"], s["emotions"], s["topics"]) == (
+        "story", "fake-lm", 7, 0.7, 0.9, 50, 3, ["calm"], 2)
+    assert s["model"]["config_hash"] == "aaaa" and s["prompt_version"]
+    assert len(load_corpus(tmp_path)) == 2  # the settings file is not read as a corpus
+
+
+def test_resume_with_other_settings_is_refused_naming_each(tmp_path):
+    from emolens.corpus.generate import check_generation_args
+
+    kw = dict(emotions=["calm"], topics=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        generate_corpus(_IdentifiedLM(fail_after=1), tmp_path, batch_size=1, **kw)
+    before = _tree(tmp_path)
+    for changed, message in [
+        (dict(temperature=0.5), "temperature 0.8 there, 0.5 now"),
+        (dict(top_p=0.5, max_new_tokens=10), "top_p 0.95 there, 0.5 now; max_new_tokens 220 "
+                                             "there, 10 now"),
+        (dict(seed=1), "seed 0 there, 1 now"),
+    ]:
+        with pytest.raises(CorpusError, match=message) as info:
+            generate_corpus(_IdentifiedLM(), tmp_path, **kw, **changed)
+        assert "another output directory" in str(info.value)
+        with pytest.raises(CorpusError, match=message):  # also before a model is loaded
+            check_generation_args(emotions=["calm"], topics=2, **changed, out_dir=tmp_path)
+    with pytest.raises(CorpusError, match=r"model fake-lm \(config aaaa\) there, fake-lm "
+                                          r"\(config bbbb\) now"):
+        generate_corpus(_IdentifiedLM("bbbb"), tmp_path, **kw)
+    assert _tree(tmp_path) == before  # a refused run changes no file
+    # the batch size and the work list may change: out of memory, go on smaller; add more
+    s = generate_corpus(_IdentifiedLM(), tmp_path, batch_size=5, **kw)
+    assert (s.skipped, s.generated) == (1, 1)
+    s = generate_corpus(_IdentifiedLM(), tmp_path, emotions=["calm", "sad"], topics=2,
+                        progress=False)
+    assert (s.skipped, s.generated) == (2, 2)
+
+
+def test_files_from_before_settings_are_checked_against_their_records(tmp_path):
+    generate_corpus(FakeLM(), tmp_path, emotions=["calm"], topics=1, progress=False)
+    (tmp_path / "stories.settings.json").unlink()  # as written by emolens <= 0.1
+    with pytest.raises(CorpusError, match="temperature 0.8 there, 0.3 now"):
+        generate_corpus(FakeLM(), tmp_path, emotions=["calm"], topics=1, temperature=0.3,
+                        progress=False)
+    other = FakeLM()
+    other.name = "other-lm"
+    with pytest.raises(CorpusError, match="author 'fake-lm' there, 'other-lm' now"):
+        generate_corpus(other, tmp_path, emotions=["calm"], topics=1, progress=False)
+    (tmp_path / "stories.settings.json").write_text("{broken")
+    with pytest.raises(CorpusError, match="cannot read the corpus settings"):
+        generate_corpus(FakeLM(), tmp_path, emotions=["calm"], topics=1, progress=False)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(max_new_tokens=0), "max_new_tokens must be a whole number >= 1"),
+    (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number"),
+    (dict(top_p=5.0), r"top_p must be a number in \(0, 1\]"),
+    (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]"),
+    (dict(batch_size=0), "batch_size must be a whole number >= 1"),
+    (dict(per_topic=0), "per_topic must be a whole number >= 1"),
+    (dict(seed=-1), "seed must be a whole number >= 0"),
+    (dict(topics=500), "the number of topics must be in 1..100"),
+    (dict(emotions=["nosuch"]), "unknown emotion"),
+])
+def test_generation_arguments_are_refused_before_anything_is_written(tmp_path, bad, message):
+    out = tmp_path / "never"
+    lm = FakeLM()
+    with pytest.raises(CorpusError, match=message):
+        generate_corpus(lm, out, **{"emotions": ["calm"], "topics": 1, **bad}, progress=False)
+    assert not out.exists() and lm.calls == []
+
+
+def test_check_refuses_unknown_emotions_and_negative_minimum():
+    c = Corpus([_story(0, "calm", 0)])
+    with pytest.raises(CorpusError, match="unknown emotion.*'nosuch'"):
+        check_corpus(c, emotions=["calm", "nosuch"])
+    with pytest.raises(CorpusError, match="min_per_emotion"):
+        check_corpus(c, min_per_emotion=-1, emotions=["calm"])
+    with pytest.raises(CorpusError, match="no emotions"):
+        check_corpus(c, emotions=[])
+
+
+def test_a_bad_byte_is_reported_on_its_own_line(tmp_path):
+    good = _story(0, "calm", 0).to_json()
+    p = tmp_path / "c.jsonl"
+    p.write_bytes((good + "\n").encode() * 40 + b'{"id": "x\xe9"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:41: not UTF-8 text \(byte 0xe9"):
+        C.read_records(p)
+    p.write_bytes(b"\xef\xbb\xbf" + (good + "\n").encode())  # a BOM is fine
+    assert len(C.read_records(p)) == 1

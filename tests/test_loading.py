@@ -377,3 +377,38 @@ def test_argparse_errors_are_one_line_exit_2(capsys):
     assert "unrecognized arguments" in one_error_line(capsys)
     assert cli(capsys, "no-such-command") == 2
     assert "invalid choice" in one_error_line(capsys)
+
+
+class _Evil:
+    """Unpickling this writes a marker file (what a hostile ``pytorch_model.bin`` could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.write_text, (self.marker, "the pickle ran"))
+
+
+@pytest.mark.parametrize("command", [["info"], ["probe", "--text", "hi", "--vectors", "v"],
+                                     ["generate", "--prompt", "hi"],
+                                     ["extract", "--out", "v.safetensors"]])
+def test_evil_pickle_folder_never_runs_even_at_a_terminal(tmp_path, monkeypatch, capsys,
+                                                          command):
+    """A folder with only a hostile pickle: refused by every command, stdin a terminal that
+    is never read, and the pickle never unpickled (its marker never written)."""
+    import pickle
+
+    folder = save_tiny(tmp_path / "evil")
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pickle-ran.txt"
+    with open(folder / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weight": _Evil(marker)}, f)
+    pickle.loads((folder / "pytorch_model.bin").read_bytes())  # the marker does work...
+    assert marker.exists()
+    marker.unlink()
+    stdin = TtyStdin()
+    monkeypatch.setattr("sys.stdin", stdin)
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, *command, "--model", str(folder)) == 2
+    assert "pickle" in one_error_line(capsys)
+    assert not marker.exists() and stdin.reads == 0  # ...and emolens never ran it

@@ -140,6 +140,62 @@ class ModelAdapter:
         return int(self.model.get_input_embeddings().weight.shape[1])
 
     @property
+    def max_positions(self) -> int | None:
+        """The longest input the model reads: ``max_position_embeddings`` (``n_positions``
+        for GPT-2 style configs) of its text config, or None when the config names none.
+
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> ModelAdapter(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2,
+        ...                                         n_positions=64)), None, name="t").max_positions
+        64
+        """
+        cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else \
+            self.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    def check_length(self, encoded: Encoded, *, room: int = 0, what: str = "the input") -> None:
+        """Refuse an input longer than the model's context (:attr:`max_positions`), with a
+        line saying where to split it, instead of reading past the position embeddings.
+
+        ``room`` is how many tokens must still fit after it (the new tokens of a
+        generation). Texts are refused rather than read in overlapping windows: a window
+        that starts mid-text reads every token with less context than the text gave it,
+        so its scores would not be those of the text, and pooled summaries would mix both.
+
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> lm = ModelAdapter(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2,
+        ...                                              n_positions=4)), None, name="tiny")
+        >>> lm.check_length(Encoded([1, 2, 3], [(0, 1), (1, 2), (2, 3)], "abc"))
+        >>> too_long = Encoded([1] * 6, [(i, i + 1) for i in range(6)], "abcdef")
+        >>> lm.check_length(too_long, what="the text")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        emolens.errors.EmolensError: the text 'abcdef' is 6 tokens but tiny reads at most 4 ...
+        """
+        limit = self.max_positions
+        n = len(encoded.input_ids)
+        if limit is None or n + room <= limit:
+            return
+        start = " ".join(encoded.text[:40].split()) if what == "the text" else ""
+        label = f"{what} {start + ('...' if len(encoded.text) > 40 else '')!r}" if start \
+            else what
+        if room and n <= limit:
+            raise EmolensError(
+                f"{label} is {n:,} tokens and {room:,} more are asked for, but {self.name} "
+                f"reads at most {limit:,} tokens (its context length); ask for at most "
+                f"{limit - n:,} new tokens or shorten the input")
+        fits = max(1, limit - room)
+        end = encoded.offsets[fits - 1][1] if len(encoded.offsets) >= fits else len(encoded.text)
+        raise EmolensError(
+            f"{label} is {n:,} tokens but {self.name} reads at most {limit:,} (its context "
+            f"length); split it into parts of at most {fits:,} tokens (the first {fits:,} "
+            f"end at character {end:,}) and read each part")
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -266,13 +322,26 @@ class ModelAdapter:
             spans.append((idx[0], idx[-1] + 1) if idx else (0, 0))
         return ChatEncoding(text, list(enc["input_ids"]), offsets, assistant_start, spans)
 
-    def encode_input(self, item: Input, *, add_generation_prompt: bool = False) -> Encoded:
+    def encode_input(self, item: Input, *, add_generation_prompt: bool = False,
+                     room: int = 0) -> Encoded:
         """One text, chat or list of token ids as ids with offsets and ``assistant_start``.
 
         A raw string gets the tokenizer's special tokens (BOS); a chat goes through the
         template.  For a chat ending with an assistant message (and no generation prompt),
         ``assistant_start`` is the last token of the generation prompt before that message.
+        An input longer than the model's context (plus ``room`` tokens to generate) is
+        refused by :meth:`check_length`, with a line saying where to split it.
         """
+        encoded = self._encode_input(item, add_generation_prompt=add_generation_prompt)
+        if isinstance(item, str):
+            what = "the text"
+        else:
+            what = "the chat" if encoded.offsets and not all(
+                hasattr(t, "__index__") for t in item) else "the token list"
+        self.check_length(encoded, room=room, what=what)
+        return encoded
+
+    def _encode_input(self, item: Input, *, add_generation_prompt: bool) -> Encoded:
         if isinstance(item, str):
             enc = self.tokenizer(item, add_special_tokens=True, return_offsets_mapping=True)
             return Encoded(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],

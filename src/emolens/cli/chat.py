@@ -12,11 +12,13 @@ alert rules and guards work as in ``emolens generate``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import zlib
 from typing import Any
 
+from emolens.cli.common import decode_text, text_arg
 from emolens.cli.generate import steering_context
 from emolens.cli.options import (
     add_generation_args,
@@ -60,12 +62,20 @@ def register(subparsers: Any) -> None:
     add_model_args(p)
     add_vector_args(p)
     add_generation_args(p, max_new_tokens=128)
-    p.add_argument("--system", default=None, help="a system message")
+    p.add_argument("--system", default=None, type=text_arg, help="a system message")
     p.add_argument("--top", type=positive_int, default=3, metavar="K",
                    help="top emotions shown after each turn (default 3)")
     p.add_argument("--no-color", action="store_true",
                    help="plain text (also when the NO_COLOR environment variable is set)")
     p.set_defaults(func=run, monitor=True)
+
+
+def _read_line(n: int) -> str:
+    """Line ``n`` of stdin ('' at the end), decoded as UTF-8 with an error naming the line."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream already (tests, notebooks)
+        return sys.stdin.readline()
+    return decode_text(stream.readline(), "stdin", first_line=n)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
     history: list[dict[str, str]] = list(system)
     interactive = sys.stdin.isatty()
     turns = 0
-    while True:
+    for n in itertools.count(1):
         if interactive:
             out.write("you> ")
             out.flush()
-        line = sys.stdin.readline()
+        line = _read_line(n)
         if not line:
             break
         message = line.strip()

@@ -8,7 +8,12 @@ and exit code 2):
 * :func:`finite_float` ``(lo, hi)`` — builds a checker for a finite number in a range;
 * :func:`output_file`, :func:`output_dir` — where a command may write: a regular file (or a
   new path in an existing writable folder), never a directory, device file or symlink;
-* :func:`device_arg`, :func:`device_map_arg` — devices checked against what torch has.
+* :func:`device_arg`, :func:`device_map_arg` — devices checked against what torch has;
+* :func:`seed_arg` — a seed every generator takes (0 .. 2**32 - 1);
+* :func:`layer_spec` — the syntax of a layer spec (the model checks the range later);
+* :func:`text_arg` — text from the command line that is valid Unicode (no stray bytes);
+* :func:`emotion_list` — a comma-separated list of the 171 emotion concepts;
+* :func:`read_text` — a text file decoded as UTF-8, an error naming the file and line.
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
@@ -26,11 +31,14 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from emolens.errors import EmolensError
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.lens import LanguageModel
@@ -250,6 +258,178 @@ def device_map_arg(text: str) -> str:
     except ModelLoadError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+#: The largest seed :func:`seed_arg` accepts (NumPy's legacy generators stop here).
+MAX_SEED = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1 (what every generator accepts).
+
+    >>> seed_arg("42")
+    42
+    >>> seed_arg("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a seed 0..4294967295, got '-1'
+    """
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
+_TL_LAYER = re.compile(r"blocks\.(-?\d+)\.hook_resid_post")
+_LAYER_HELP = ("write all, 20, -1, 0.66, '18,20', '16-20' or blocks.20.hook_resid_post")
+
+
+def _layer_number(piece: str, text: str) -> float:
+    try:
+        value = float(piece)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (not value.is_integer() and not 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"cannot read layer spec {text!r}; {_LAYER_HELP}")
+    return value
+
+
+def layer_spec(text: str) -> str:
+    """A layer spec as :meth:`emolens.model.ModelAdapter.resolve_layers` reads it, checked
+    for syntax where it is parsed (whether the model has those layers is checked when it
+    is loaded). Returns the spec as given.
+
+    >>> layer_spec("16-20"), layer_spec("0.66"), layer_spec("blocks.3.hook_resid_post")
+    ('16-20', '0.66', 'blocks.3.hook_resid_post')
+    >>> layer_spec("twenty")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: cannot read layer spec 'twenty'; write all, 20, ...
+    >>> layer_spec("1.5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: cannot read layer spec '1.5'; ...
+    """
+    spec = _TL_LAYER.sub(r"\1", str(text).strip().lower())
+    if spec == "all":
+        return text
+    pieces = [p.strip() for p in spec.split(",")]
+    if not spec or any(not p for p in pieces):
+        raise argparse.ArgumentTypeError(f"cannot read layer spec {text!r}; {_LAYER_HELP}")
+    for piece in pieces:
+        cut = piece.find("-", 1)
+        if cut > 0:
+            lo, hi = (_layer_number(x, text) for x in (piece[:cut], piece[cut + 1:]))
+            if not (lo.is_integer() and hi.is_integer()):
+                raise argparse.ArgumentTypeError(
+                    f"cannot read layer spec {text!r}: a range joins whole layer numbers")
+        else:
+            _layer_number(piece, text)
+    return text
+
+
+def text_arg(text: str) -> str:
+    """Text given on the command line: refused when it holds bytes that are not UTF-8
+    (Python keeps them as lone surrogates, which no tokenizer can encode) or NUL.
+
+    >>> text_arg("Hello, world")
+    'Hello, world'
+    >>> text_arg("bad \\udcff byte")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: the text holds bytes that are not UTF-8 (at character 4); ...
+    """
+    for i, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            raise argparse.ArgumentTypeError(f"the text holds bytes that are not UTF-8 (at "
+                                             f"character {i}); pass UTF-8 text")
+        if ch == "\x00":
+            raise argparse.ArgumentTypeError(f"the text holds a NUL character (at character "
+                                             f"{i})")
+    return text
+
+
+def emotion_list(text: str) -> list[str]:
+    """A comma-separated list of emotion concepts (the study's 171), each known, none twice.
+
+    >>> emotion_list("calm, afraid")
+    ['calm', 'afraid']
+    >>> emotion_list("calm,nosuch")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: unknown emotion 'nosuch' (not one of the 171 emotion concepts...
+    """
+    import difflib
+
+    from emolens.concepts.emotions import EMOTIONS
+
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of emotions")
+    for item in items:
+        if item not in EMOTIONS:
+            close = difflib.get_close_matches(item, EMOTIONS, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown emotion {item!r} (not one of the 171 emotion concepts{hint})")
+    twice = sorted({e for e in items if items.count(e) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"emotion(s) given twice: {', '.join(twice)}")
+    return items
+
+
+def _decode_error(data: bytes, exc: UnicodeDecodeError, where: str, first_line: int
+                  ) -> EmolensError:
+    line = data.count(b"\n", 0, exc.start) + first_line
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    what = "the input" if where == "stdin" else "the file"
+    return EmolensError(f"{where} line {line} is not UTF-8 text (byte {data[exc.start]:#04x} "
+                        f"at column {column}); re-encode {what} as UTF-8")
+
+
+def decode_text(data: bytes, where: str, first_line: int = 1) -> str:
+    """``data`` decoded as UTF-8 (a leading BOM dropped); an error names ``where`` and the
+    line and column of the first bad byte (``data`` starting at line ``first_line``).
+
+    >>> decode_text(b"fine\\n", "x.txt")
+    'fine\\n'
+    >>> decode_text(b"ok\\nbad \\xff\\n", "x.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    emolens.errors.EmolensError: x.txt line 2 is not UTF-8 text (byte 0xff at column 5); ...
+    """
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _decode_error(data, exc, where, first_line) from None
+
+
+def read_text(path: str) -> str:
+    """A text file (``-``: stdin) decoded as UTF-8; a missing, unreadable or badly encoded
+    file gives one :class:`EmolensError` line naming it (and the line of a bad byte).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
+    >>> _ = p.write_bytes(b"line one\\n\\xe9t\\xe9\\n")
+    >>> read_text(str(p))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    emolens.errors.EmolensError: ...t.txt line 2 is not UTF-8 text (byte 0xe9 at column 1); ...
+    """
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream already (tests, notebooks)
+            return sys.stdin.read()
+        return decode_text(stream.read(), "stdin")
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise EmolensError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_text(data, path)
 
 
 # ---- logging while a command runs ---------------------------------------------------------

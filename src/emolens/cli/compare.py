@@ -23,9 +23,12 @@ from pathlib import Path
 from emolens.cli.common import (
     DTYPE_CHOICES,
     add_model_args,
+    layer_spec,
     load_model_from_args,
+    output_dir,
     positive_int,
     print_json,
+    seed_arg,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--vectors", default=None, metavar="FILE",
                    help="vector file read in both models (default: the shipped vectors of "
                         "the default model)")
-    o.add_argument("--layer", default=None,
+    o.add_argument("--layer", default=None, type=layer_spec,
                    help="main layer (default: the file's); every layer is read for the "
                         "per-layer shifts")
     o.add_argument("--prompts", default=None, metavar="FILE",
@@ -65,11 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "comma-separated (default: the most changed prompt of each kind)")
     o.add_argument("--n-boot", type=positive_int, default=2000,
                    help="bootstrap samples over prompts (default 2000)")
-    o.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    o.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
     o.add_argument("--batch-size", type=positive_int, default=16,
                    help="prompts per forward (default 16)")
     o.add_argument("--json", action="store_true", help="machine-readable output")
-    o.add_argument("--out", default=None, metavar="DIR",
+    o.add_argument("--out", default=None, metavar="DIR", type=output_dir,
                    help="folder for the figures (PNG) and compare.json")
     p.set_defaults(func=run)
 

@@ -12,28 +12,44 @@ import json
 import sys
 from typing import Any
 
-from emolens.cli.common import add_model_args, load_model_from_args
+from emolens.cli.common import (
+    add_model_args,
+    emotion_list,
+    finite_float,
+    load_model_from_args,
+    nonneg_int,
+    output_dir,
+    positive_int,
+    seed_arg,
+)
 from emolens.concepts.emotions import EMOTIONS
 from emolens.corpus import check_corpus, corpus_stats, generate_corpus, load_corpus
-from emolens.errors import CorpusError
-
-
-def _csv(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
 
 
 def _topics(value: str) -> int | list[int]:
-    """``N`` (the first N topics) or ``a,b,c`` (explicit topic ids)."""
+    """``N`` (the first N topics, N >= 1) or ``a,b,c`` (explicit topic ids, each >= 0, none
+    twice); whether the ids exist is checked against the kind's topic list when it runs.
+
+    >>> _topics("4"), _topics("0, 7")
+    (4, [0, 7])
+    >>> _topics("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a count >= 1 or comma-separated topic ids, got '0'
+    """
+    what = f"expected a count >= 1 or comma-separated topic ids, got {value!r}"
     try:
         if "," in value:
-            return [int(v) for v in value.split(",") if v.strip()]
-        return int(value)
+            ids = [int(v) for v in value.split(",") if v.strip()]
+            if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+                raise ValueError
+            return ids
+        count = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a count or comma-separated topic ids, got {value!r}") from None
+        raise argparse.ArgumentTypeError(what) from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(what)
+    return count
 
 
 def register(subparsers: Any) -> None:
@@ -48,22 +64,29 @@ def register(subparsers: Any) -> None:
     gen = sub.add_parser(
         "generate", help="let a model write a corpus (resumable)",
         description="Let a model write stories or dialogues into DIR. Append-only: rerun the "
-                    "same command after an interruption to finish the job.",
+                    "same command after an interruption to finish the job. The settings are "
+                    "recorded beside the texts; a rerun with other sampling settings, seed "
+                    "or model is refused (write to another DIR).",
     )
     add_model_args(gen)
-    gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    gen.add_argument("--out", required=True, metavar="DIR", type=output_dir,
+                     help="output directory")
     gen.add_argument("--kind", choices=("stories", "neutral", "dialogues"), default="stories")
-    gen.add_argument("--emotions", type=_csv, default=None, metavar="A,B,...",
+    gen.add_argument("--emotions", type=emotion_list, default=None, metavar="A,B,...",
                      help="emotions to write about (default: all 171)")
     gen.add_argument("--topics", type=_topics, default=None, metavar="N|I,J,...",
                      help="first N topics, or explicit topic ids (default: all)")
-    gen.add_argument("--per-topic", type=int, default=1, metavar="K",
+    gen.add_argument("--per-topic", type=positive_int, default=1, metavar="K",
                      help="texts per (emotion, topic) (default: 1)")
-    gen.add_argument("--batch-size", type=int, default=8, metavar="B")
-    gen.add_argument("--seed", type=int, default=0, metavar="S")
-    gen.add_argument("--temperature", type=float, default=0.8, metavar="T")
-    gen.add_argument("--top-p", type=float, default=0.95, metavar="P")
-    gen.add_argument("--max-new-tokens", type=int, default=220, metavar="N")
+    gen.add_argument("--batch-size", type=positive_int, default=8, metavar="B",
+                     help="texts per forward (default 8; may change between runs)")
+    gen.add_argument("--seed", type=seed_arg, default=0, metavar="S")
+    gen.add_argument("--temperature", type=finite_float(0, 100), default=0.8, metavar="T",
+                     help="sampling temperature, 0 greedy (default 0.8)")
+    gen.add_argument("--top-p", type=finite_float(0, 1, lo_open=True), default=0.95,
+                     metavar="P", help="nucleus sampling, in (0, 1] (default 0.95)")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=220, metavar="N",
+                     help="longest text in tokens (default 220)")
     gen.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     gen.set_defaults(func=generate_handler)
 
@@ -73,8 +96,8 @@ def register(subparsers: Any) -> None:
                     "empty or truncated texts. DIR may be 'default'. Exit 0 if ok, 1 if not.",
     )
     chk.add_argument("dir", metavar="DIR", help="corpus directory, JSONL file, or 'default'")
-    chk.add_argument("--min-per-emotion", type=int, default=12, metavar="N")
-    chk.add_argument("--emotions", type=_csv, default=None, metavar="A,B,...",
+    chk.add_argument("--min-per-emotion", type=nonneg_int, default=12, metavar="N")
+    chk.add_argument("--emotions", type=emotion_list, default=None, metavar="A,B,...",
                      help="emotions that must be covered (default: all 171)")
     chk.add_argument("--json", action="store_true", help="print the full result as JSON")
     chk.set_defaults(func=check_handler)
@@ -87,14 +110,17 @@ def register(subparsers: Any) -> None:
 
 
 def generate_handler(args: argparse.Namespace) -> int:
-    """Run :func:`emolens.corpus.generate_corpus` with a model loaded from the arguments."""
+    """Run :func:`emolens.corpus.generate_corpus` with a model loaded from the arguments
+    (the arguments are checked first, so a bad one costs no model load)."""
+    from emolens.corpus.generate import check_generation_args
+
+    settings = dict(kind=args.kind, emotions=args.emotions, topics=args.topics,
+                    per_topic=args.per_topic, batch_size=args.batch_size, seed=args.seed,
+                    temperature=args.temperature, top_p=args.top_p,
+                    max_new_tokens=args.max_new_tokens)
+    check_generation_args(**settings, out_dir=args.out)
     lm = load_model_from_args(args)
-    s = generate_corpus(
-        lm, args.out, kind=args.kind, emotions=args.emotions, topics=args.topics,
-        per_topic=args.per_topic, batch_size=args.batch_size, seed=args.seed,
-        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        progress=not args.no_progress,
-    )
+    s = generate_corpus(lm, args.out, progress=not args.no_progress, **settings)
     flags = ", ".join(f"{k} {v}" for k, v in sorted(s.flagged.items())) or "none"
     print(f"{s.path}: wrote {s.generated} ({s.skipped} already there, {s.total} in all); "
           f"flagged {s.n_flagged} ({flags}); {s.n_tokens} tokens in {s.elapsed_s:.1f}s")
@@ -103,8 +129,6 @@ def generate_handler(args: argparse.Namespace) -> int:
 
 def check_handler(args: argparse.Namespace) -> int:
     """Check a corpus; exit status 0 when it passes, 1 when it does not."""
-    if args.min_per_emotion < 0:
-        raise CorpusError("--min-per-emotion must be >= 0")
     corpus = load_corpus(args.dir)
     result = check_corpus(corpus, min_per_emotion=args.min_per_emotion,
                           emotions=args.emotions or EMOTIONS)

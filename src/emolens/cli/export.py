@@ -6,7 +6,6 @@ import argparse
 from typing import TYPE_CHECKING
 
 from emolens.cli.common import finite_float, output_file
-from emolens.errors import SteeringError
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.vectors import Direction, EmotionVectors
@@ -15,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``export gguf`` to ``sub``."""
     p = sub.add_parser("export", help="export vectors to other tools' formats")
-    fmt = p.add_subparsers(dest="format", metavar="FORMAT")
+    fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
     g = fmt.add_parser("gguf", help="GGUF control vector for llama.cpp --control-vector")
     g.add_argument("--vectors", default=None, help="vector file (default: the default model's)")
     g.add_argument("--emotion", required=True,
@@ -23,9 +22,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, type=output_file, help="output .gguf path")
     g.add_argument("--strength", type=finite_float(-10, 10), default=0.1,
                    help="fraction of the residual scale baked in (llama.cpp scale 1.0 = this)")
-    g.add_argument("--layers", default=None, help="layers to write (default: the file's "
+    g.add_argument("--layers", default=None, type=_gguf_layers,
+                   help="layers to write, e.g. 12 or 10,12,14 (default: the file's "
                    "recommended layer); 'all' writes every layer >= 1")
     g.set_defaults(func=run_gguf)
+
+
+def _gguf_layers(text: str) -> str:
+    """``all`` or comma-separated whole layer numbers (the file checks that it has them).
+
+    >>> _gguf_layers("10, 12")
+    '10, 12'
+    >>> _gguf_layers("ten")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected 'all' or layer numbers such as 12 or 10,12, got 'ten'
+    """
+    if text.strip() == "all":
+        return text
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        layers = [-1]
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or layer numbers such as 12 or 10,12, got {text!r}")
+    return text
 
 
 def _direction(vecs: EmotionVectors, spec: str) -> Direction:
@@ -49,13 +71,10 @@ def run_gguf(args: argparse.Namespace) -> int:
     vecs = EmotionVectors.load(args.vectors) if args.vectors else default_vectors()
     if args.layers is None:
         layers = [vecs.default_layer]
-    elif args.layers == "all":
+    elif args.layers.strip() == "all":
         layers = [x for x in vecs.layers if x >= 1]
     else:
-        try:
-            layers = [int(x) for x in args.layers.split(",")]
-        except ValueError:
-            raise SteeringError(f"cannot read --layers {args.layers!r}") from None
+        layers = [int(x) for x in args.layers.split(",")]  # checked by _gguf_layers
     path = export_gguf(vecs, _direction(vecs, args.emotion), args.out, layers=layers,
                        strength=args.strength)
     print(f"wrote {path} ({args.emotion}, layers {layers}); use it with "

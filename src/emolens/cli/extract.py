@@ -14,6 +14,7 @@ from pathlib import Path
 from emolens.cli.common import (
     add_model_args,
     finite_float,
+    layer_spec,
     load_model_from_args,
     nonneg_int,
     output_file,
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=output_file,
                    help="vector file to write (.safetensors); with --shard, a prefix: the "
                    "shard goes to PREFIX.shard.safetensors")
-    p.add_argument("--layers", default="all", help="all | 0.66 | 12 | 10,20 | 8-20")
+    p.add_argument("--layers", default="all", type=layer_spec,
+                   help="all | 0.66 | 12 | 10,20 | 8-20")
     p.add_argument("--token-skip", type=nonneg_int, default=50, help="pool from this token on")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--variance", type=finite_float(0, 1), default=0.5,

@@ -34,10 +34,13 @@ def register(subparsers: Any) -> None:
         description="Generate a reply to --prompt (sent as a user message through the chat "
                     "template unless --raw), optionally steered with emotion vectors, "
                     "monitored token by token, with alert rules and guards.")
-    p.add_argument("--prompt", required=True, help="the user message (or raw text with --raw)")
+    from emolens.cli.common import add_model_args, text_arg
+
+    p.add_argument("--prompt", required=True, type=text_arg,
+                   help="the user message (or raw text with --raw)")
     p.add_argument("--raw", action="store_true", help="continue --prompt as plain text")
-    p.add_argument("--system", default=None, help="a system message before the prompt")
-    from emolens.cli.common import add_model_args
+    p.add_argument("--system", default=None, type=text_arg,
+                   help="a system message before the prompt")
 
     add_model_args(p)
     add_vector_args(p)

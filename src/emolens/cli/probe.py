@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emolens.cli.common import output_file, read_text, text_arg
 from emolens.cli.options import (
     add_vector_args,
     format_scores,
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         description="Read the emotion vectors off the residual stream of a text, token by "
                     "token, and rank the emotions by the text's pooled read-out.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="the text to read")
+    src.add_argument("--text", type=text_arg, help="the text to read")
     src.add_argument("--file", metavar="F", help="read the text from a file ('-' for stdin)")
     src.add_argument("--jsonl", metavar="FILE",
                      help="batch mode: one {\"id\", \"text\"} or {\"id\", \"messages\"} object "
@@ -57,28 +57,14 @@ def register(subparsers: Any) -> None:
                    help="rank the text's pooled read-out (default) or the read-out at "
                         "assistant_start (chats, read with the generation prompt added)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--out", metavar="FILE", help="with --jsonl: write results here (atomic)")
+    p.add_argument("--out", metavar="FILE", type=output_file,
+                   help="with --jsonl: write results here (atomic)")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="B")
     p.set_defaults(func=run)
 
 
-def _read_text_file(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise EmolensError(f"{path} is not UTF-8 text (byte {exc.start}); re-encode it as "
-                           "UTF-8") from None
-    except OSError as exc:
-        raise EmolensError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def _input_text(args: argparse.Namespace) -> Any:
-    if args.text is not None:
-        text = args.text
-    elif args.file == "-":
-        text = sys.stdin.read()
-    else:
-        text = _read_text_file(args.file)
+    text = args.text if args.text is not None else read_text(args.file)
     if args.chat:
         return _chat(text, "input")
     if not text.strip():
@@ -102,7 +88,12 @@ def _chat(value: Any, where: str) -> list[dict[str, str]]:
 
 def read_jsonl(path: str, chat: bool = False) -> list[tuple[Any, Any]]:
     """``(id, text or chat)`` per line of a JSONL file; line numbers name every error."""
-    lines = _read_text_file(path).splitlines()
+    return [(i, value) for _n, i, value in read_jsonl_lines(path, chat)]
+
+
+def read_jsonl_lines(path: str, chat: bool = False) -> list[tuple[int, Any, Any]]:
+    """``(line number, id, text or chat)`` per non-blank line of a JSONL file."""
+    lines = read_text(path).splitlines()
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -120,10 +111,21 @@ def read_jsonl(path: str, chat: bool = False) -> list[tuple[Any, Any]]:
             value = obj.get("text")
             if not isinstance(value, str) or not value.strip():
                 raise CorpusError(f"{path} line {n}: \"text\" must be a non-empty string")
-        items.append((obj.get("id", n), value))
+        items.append((n, obj.get("id", n), value))
     if not items:
         raise CorpusError(f"{path} holds no texts")
     return items
+
+
+def _check_lengths(lm: Any, path: str, lines: list[tuple[int, Any, Any]], prompt: bool
+                   ) -> None:
+    """Refuse, naming the line, a --jsonl text longer than the model's context (before any
+    text is read, so a long file is not read half way and then dropped)."""
+    for n, _id, value in lines:
+        try:
+            lm.encode_input(value, add_generation_prompt=prompt)
+        except EmolensError as exc:
+            raise EmolensError(f"{path} line {n}: {exc}") from None
 
 
 def result_json(r: Readout, top: int, at: str = "pooled") -> dict[str, Any]:
@@ -144,12 +146,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and not args.jsonl:
         raise EmolensError("--out goes with --jsonl")
-    items = read_jsonl(args.jsonl, args.chat) if args.jsonl else None
+    lines = read_jsonl_lines(args.jsonl, args.chat) if args.jsonl else None
+    items = [(i, value) for _n, i, value in lines] if lines is not None else None
     text = _input_text(args) if items is None else None
     if args.at == "assistant_start" and items is None and not args.chat:
         raise EmolensError("--at assistant_start needs a chat (--chat or --jsonl with messages)")
     lm = load_model_from_args(args)
     vecs = load_vectors_from_args(args, lm)
+    if lines is not None:
+        _check_lengths(lm, args.jsonl, lines, args.at == "assistant_start")
     options = dict(layer=parse_layer(args.layer), mode=args.mode, window=args.window,
                    add_generation_prompt=args.at == "assistant_start")
     if items is not None:

@@ -14,7 +14,13 @@ import sys
 import time
 from typing import Any
 
-from emolens.cli.common import add_model_args, load_model_from_args
+from emolens.cli.common import (
+    add_model_args,
+    layer_spec,
+    load_model_from_args,
+    output_dir,
+    seed_arg,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
     d = sub.add_parser("demo", help="the main job on the default model: model info, a "
                        "monitored generation, then the full report")
-    d.add_argument("--out", default="emolens-report", help="output folder")
+    d.add_argument("--out", default="emolens-report", type=output_dir, help="output folder")
     d.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar over the sections (default: on a terminal)")
     d.set_defaults(func=run_demo, model="default", revision=None, trust_remote_code=False,
@@ -37,12 +43,14 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vectors", default=None,
                    help="vector file (default: the shipped vectors for the default model)")
     p.add_argument("--corpus", default="default", help="corpus with held-out stories")
-    p.add_argument("--out", default="emolens-report", help="output folder")
-    p.add_argument("--layer", default=None, help="read-out layer (int, depth fraction or "
+    p.add_argument("--out", default="emolens-report", type=output_dir, help="output folder")
+    p.add_argument("--layer", default=None, type=layer_spec,
+                   help="read-out layer (int, depth fraction or "
                    "blocks.N.hook_resid_post; default: the file's recommended layer)")
     p.add_argument("--only", default=None, help="comma-separated analysis names to run "
                    "(the names of 'emolens validate --help')")
-    p.add_argument("--seed", type=int, default=0, help="seed for random controls (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0,
+                   help="seed for random controls (default 0)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar over the sections (default: on a terminal)")
 

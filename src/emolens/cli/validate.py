@@ -16,12 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emolens.cli.common import add_model_args, load_model_from_args, print_json
+from emolens.cli.common import (
+    add_model_args,
+    layer_spec,
+    load_model_from_args,
+    output_dir,
+    positive_int,
+    print_json,
+    seed_arg,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.experiments import Analysis, Option
@@ -38,15 +47,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs and output")
     g.add_argument("--vectors", default=None, metavar="FILE",
                    help="vector file (default: the shipped vectors of the default model)")
-    g.add_argument("--layer", default=None,
+    g.add_argument("--layer", default=None, type=layer_spec,
                    help="layer to read and steer (int, depth fraction or "
                         "blocks.N.hook_resid_post; default: the file's)")
     g.add_argument("--corpus", default="default",
                    help="corpus with held-out stories and dialogues (default: shipped)")
-    g.add_argument("--seed", type=int, default=0, help="seed for random controls (default 0)")
-    g.add_argument("--batch-size", type=int, default=16, help="texts per forward (default 16)")
+    g.add_argument("--seed", type=seed_arg, default=0,
+                   help="seed for random controls (default 0)")
+    g.add_argument("--batch-size", type=positive_int, default=16,
+                   help="texts per forward (default 16)")
     g.add_argument("--json", action="store_true", help="machine-readable output")
-    g.add_argument("--out", default=None, help="folder for figures (PNG) and results (JSON)")
+    g.add_argument("--out", default=None, type=output_dir,
+                   help="folder for figures (PNG) and results (JSON)")
 
 
 class _FullHelp(argparse.Action):
@@ -82,12 +94,43 @@ def _help(o: Option) -> str:
     return f"{o.help} (default: {_shown(o.default)})"
 
 
+#: Analysis options whose values are steering strengths (bounded as --steer is).
+_STRENGTH_WORD = "strength"
+
+
+def _check_value(o: Option, value: Any) -> None:
+    """The checks every option of a kind gets where it is parsed, whatever the analysis:
+    numbers are finite; a whole-number option whose default is >= 1 is a count (>= 1), one
+    whose default is 0 is >= 0; temperatures are >= 0; strengths within the library's bound.
+    """
+    from emolens.steer import MAX_STRENGTH
+
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    default = o.default[0] if isinstance(o.default, (tuple, list)) and o.default else o.default
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {v}")
+        if isinstance(v, int) and isinstance(default, int) and not isinstance(default, bool):
+            least = 1 if default >= 1 else 0 if default == 0 else None
+            if least is not None and v < least:
+                raise ValueError(f"expected a whole number >= {least}, got {v}")
+        if "temperature" in o.name and v < 0:
+            raise ValueError(f"expected a temperature >= 0 (0 is greedy), got {v:g}")
+        if _STRENGTH_WORD in o.name and abs(v) > MAX_STRENGTH:
+            raise ValueError(f"expected strengths within ±{MAX_STRENGTH:g} (a fraction of the "
+                             f"residual norm), got {v:g}")
+
+
 def _arg_type(o: Option) -> Any:
     def parse(text: str) -> Any:
         try:
-            return o.parse(text)  # type: ignore[misc]
+            value = o.parse(text)  # type: ignore[misc]
+            _check_value(o, value)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{o.flag}: {exc}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
 
     parse.__name__ = o.name
     return parse
@@ -135,7 +178,7 @@ def build_parser(prog: str = "emolens validate",
                             required=True)
     every: dict[str, Option] = {}
     for a in analyses():
-        sp = subs.add_parser(a.name, aliases=list(a.aliases),
+        sp = subs.add_parser(a.name, aliases=list(a.aliases), prog=f"{prog} {a.name}",
                              help=f"{a.title} (study section {a.section})",
                              description=f"{a.title} (study section {a.section}). "
                                          f"{a.description}")
@@ -146,7 +189,8 @@ def build_parser(prog: str = "emolens validate",
             for o in a.options:
                 _add_option(group, o, {})
         sp.set_defaults(analysis=a.name)
-    allp = subs.add_parser("all", help="every analysis above, one after another",
+    allp = subs.add_parser("all", prog=f"{prog} all",
+                           help="every analysis above, one after another",
                            description="Every analysis of the registry, one after another; "
                                        "each option applies to the analyses that have it.")
     _add_common(allp)

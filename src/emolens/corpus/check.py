@@ -26,6 +26,7 @@ from emolens.corpus.textcheck import (
     own_emotions,
     quality_flags,
 )
+from emolens.errors import CorpusError
 
 __all__ = ["CorpusCheck", "check_corpus", "corpus_stats", "find_duplicates"]
 
@@ -130,6 +131,16 @@ def check_corpus(
     (False, 1)
     """
     wanted = list(emotions)
+    if isinstance(min_per_emotion, bool) or not isinstance(min_per_emotion, int) \
+            or min_per_emotion < 0:
+        raise CorpusError(f"min_per_emotion must be a whole number >= 0, got "
+                          f"{min_per_emotion!r}")
+    if not wanted:
+        raise CorpusError("no emotions to check")
+    unknown_wanted = [e for e in wanted if e not in EMOTIONS]
+    if unknown_wanted:
+        raise CorpusError(f"unknown emotion(s) {', '.join(map(repr, unknown_wanted))} (not "
+                          "among the 171 emotion concepts)")
     stories = [r for r in corpus.records if r.kind == "story"]
     counts = {e: 0 for e in wanted}
     unknown: set[str] = set()

@@ -2,11 +2,21 @@
 
 Output is append-only JSONL (:func:`emolens.fileio.append_lines`), keyed by record id, so a
 rerun of the same call after a kill skips what is already written and finishes the job.
+
+The settings of the run are recorded beside the texts (``stories.settings.json`` next to
+``stories.jsonl``): the model, the prompt version, the seed and the sampling settings must be
+the same when a run resumes, and a rerun that differs in any of them is refused with a line
+naming each difference, so one file never mixes texts sampled two ways. The work list
+(emotions, topics, texts per topic) and the batch size may change between runs (to add
+emotions, or to go on with a smaller batch after running out of memory): every record names
+its own emotion and topic, and the settings file keeps the latest run's values.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import random
 import sys
@@ -15,6 +25,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from emolens.concepts.emotions import EMOTIONS
@@ -29,9 +40,16 @@ from emolens.corpus.textcheck import (
     quality_flags,
 )
 from emolens.errors import CorpusError
-from emolens.fileio import append_lines, ensure_dir, repair_torn_tail
+from emolens.fileio import append_lines, ensure_dir, repair_torn_tail, write_text_atomic
 
-__all__ = ["GenerationSummary", "TextGenerator", "generate_corpus"]
+__all__ = ["CHECKED_SETTINGS", "GenerationSummary", "TextGenerator", "check_generation_args",
+           "generate_corpus", "settings_path"]
+
+#: What a resumed run must share with the run that began the file.
+CHECKED_SETTINGS = ("kind", "author", "model", "prompt_version", "seed", "temperature",
+                    "top_p", "max_new_tokens")
+#: The ``format`` of a settings file (and its layout version).
+SETTINGS_FORMAT, SETTINGS_VERSION = "emolens-corpus-settings", 1
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +116,7 @@ def _resolve_ids(topics: int | Sequence[int] | None, n_all: int, what: str) -> l
         return list(range(n_all))
     if isinstance(topics, int) and not isinstance(topics, bool):
         if not 1 <= topics <= n_all:
-            raise CorpusError(f"number of {what} must be in 1..{n_all}, got {topics}")
+            raise CorpusError(f"the number of {what}s must be in 1..{n_all}, got {topics}")
         return list(range(topics))
     ids = list(topics)
     for t in ids:
@@ -174,6 +192,145 @@ def _batch_seed(seed: int, first_id: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(first_id.encode("utf-8"))) % (2**31 - 1)
 
 
+def settings_path(corpus_file: str | os.PathLike[str]) -> Path:
+    """Where the settings of a generated corpus file are kept.
+
+    >>> settings_path("runs/corpus/stories.jsonl").name
+    'stories.settings.json'
+    """
+    p = Path(corpus_file)
+    return p.with_name(p.name.removesuffix(".jsonl") + ".settings.json")
+
+
+def _check_arguments(per_topic: int, batch_size: int, seed: int, temperature: float,
+                     top_p: float, max_new_tokens: int) -> None:
+    def whole(name: str, value: Any, least: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CorpusError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+    whole("per_topic", per_topic, 1)
+    whole("batch_size", batch_size, 1)
+    whole("max_new_tokens", max_new_tokens, 1)
+    whole("seed", seed, 0)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature >= 0):
+        raise CorpusError(f"temperature must be a finite number >= 0 (0 is greedy), got "
+                          f"{temperature!r}")
+    if not (isinstance(top_p, (int, float)) and math.isfinite(top_p) and 0 < top_p <= 1):
+        raise CorpusError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
+def _model_identity(lm: Any) -> dict[str, Any] | None:
+    """The model's fingerprint (name, architecture, sizes, config hash), when it has one."""
+    fingerprint = getattr(lm, "fingerprint", None)
+    if not callable(fingerprint):
+        return None
+    try:
+        value = fingerprint()
+    except Exception:  # noqa: BLE001 - a stand-in model without a config: no identity
+        return None
+    return json.loads(json.dumps(value, default=str)) if isinstance(value, dict) else None
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "model" and isinstance(value, dict):
+        return f"{value.get('name')} (config {value.get('config_hash')})"
+    return repr(value)
+
+
+def _check_corpus_file(path: Path) -> None:
+    """The corpus file must be a regular file (or not exist yet): never a link or a folder."""
+    if path.is_symlink():
+        what = "a symbolic link"
+    elif path.is_dir():
+        what = "a directory"
+    elif path.exists() and not path.is_file():
+        what = "a device, pipe or socket"
+    else:
+        return
+    raise CorpusError(f"refusing to write {path}: it is {what}, not a regular file")
+
+
+def _read_settings(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CorpusError(f"{path}: cannot read the corpus settings ({exc}); restore the file "
+                          "or write to another output directory") from None
+    if not isinstance(data, dict) or data.get("format") != SETTINGS_FORMAT:
+        raise CorpusError(f"{path} is not an emolens corpus settings file")
+    return data
+
+
+def _check_resume(path: Path, recorded: dict[str, Any] | None, existing: list[Record],
+                  settings: dict[str, Any]) -> None:
+    """Refuse a run whose checked settings differ from the file's, naming each difference
+    (only those of :data:`CHECKED_SETTINGS` that ``settings`` holds)."""
+    differ = []
+    if recorded is not None:
+        for key in CHECKED_SETTINGS:
+            if key in recorded and key in settings and recorded[key] != settings[key] \
+                    and not (key == "model" and recorded[key] is None):
+                differ.append(f"{key} {_shown(key, recorded[key])} there, "
+                              f"{_shown(key, settings[key])} now")
+    else:  # a file from before settings were recorded: its records carry what they can
+        sampling = {k: settings[k] for k in ("temperature", "top_p", "max_new_tokens")}
+        for r in existing:
+            mine = {k: settings[k] for k in ("author", "prompt_version") if k in settings}
+            theirs = {"author": r.author, "prompt_version": r.prompt_version}
+            for key in mine:
+                if theirs[key] != mine[key]:
+                    differ.append(f"{key} {theirs[key]!r} there, {mine[key]!r} now")
+            for key, value in (r.sampling or {}).items():
+                if key in sampling and value != sampling[key]:
+                    differ.append(f"{key} {value!r} there, {sampling[key]!r} now")
+            if differ:
+                break
+    if differ:
+        where = settings_path(path).name if recorded is not None else "its records"
+        raise CorpusError(
+            f"{path} was written with other settings ({where}): {'; '.join(differ)}. "
+            "Rerun with the same settings to resume, or write to another output directory")
+
+
+def check_generation_args(*, kind: str = "stories", emotions: Iterable[str] | None = None,
+                          topics: int | Sequence[int] | None = None, per_topic: int = 1,
+                          batch_size: int = 8, seed: int = 0, temperature: float = 0.8,
+                          top_p: float = 0.95, max_new_tokens: int = 220,
+                          out_dir: str | os.PathLike[str] | None = None) -> int:
+    """Check the arguments of :func:`generate_corpus` without a model (the CLI calls it
+    before loading one); returns the number of texts they ask for. With ``out_dir``, a run
+    that would resume a file written with another seed or other sampling settings is
+    refused here too (the model itself is compared once it is loaded).
+
+    >>> check_generation_args(emotions=["calm", "afraid"], topics=3)
+    6
+    >>> check_generation_args(topics=500)
+    Traceback (most recent call last):
+    ...
+    emolens.errors.CorpusError: the number of topics must be in 1..100, got 500
+    """
+    kind_n = _KIND_ALIASES.get(kind)
+    if kind_n is None:
+        raise CorpusError(f"kind must be stories, neutral or dialogues, got {kind!r}")
+    _check_arguments(per_topic, batch_size, seed, temperature, top_p, max_new_tokens)
+    n = len(_work_items(kind_n, _resolve_emotions(emotions), topics, per_topic, seed))
+    if out_dir is not None:
+        import emolens.concepts as c
+
+        path = Path(out_dir) / KIND_FILES[kind_n]
+        _check_corpus_file(path)
+        if path.is_file():
+            settings = {"kind": kind_n, "prompt_version": str(c.PROMPT_VERSION),
+                        "seed": int(seed), "temperature": float(temperature),
+                        "top_p": float(top_p), "max_new_tokens": int(max_new_tokens)}
+            _check_resume(path, _read_settings(settings_path(path)), read_records(path),
+                          settings)
+    return n
+
+
 def _make_record(
     item: _Item, raw: str, finished: bool, author: str, prompt_version: str, seed: int,
     sampling: dict[str, Any],
@@ -242,31 +399,37 @@ def generate_corpus(
     kind_n = _KIND_ALIASES.get(kind)
     if kind_n is None:
         raise CorpusError(f"kind must be stories, neutral or dialogues, got {kind!r}")
-    if per_topic < 1:
-        raise CorpusError(f"per_topic must be >= 1, got {per_topic}")
-    if batch_size < 1:
-        raise CorpusError(f"batch_size must be >= 1, got {batch_size}")
+    _check_arguments(per_topic, batch_size, seed, temperature, top_p, max_new_tokens)
     emo = _resolve_emotions(emotions)
+    items = _work_items(kind_n, emo, topics, per_topic, seed)  # bad topics fail here
     author = str(getattr(lm, "name", "") or type(lm).__name__)
     prompt_version = str(c.PROMPT_VERSION)
     sampling = {"temperature": float(temperature), "top_p": float(top_p),
                 "max_new_tokens": int(max_new_tokens)}
+    settings: dict[str, Any] = {
+        "format": SETTINGS_FORMAT, "version": SETTINGS_VERSION, "kind": kind_n,
+        "author": author, "model": _model_identity(lm), "prompt_version": prompt_version,
+        "seed": int(seed), **sampling, "batch_size": int(batch_size),
+        "emotions": None if emotions is None or kind_n == "neutral" else emo,
+        "topics": topics if topics is None or isinstance(topics, int) else list(topics),
+        "per_topic": int(per_topic),
+    }
 
-    path = ensure_dir(out_dir) / KIND_FILES[kind_n]
-    repair_torn_tail(path)
+    # Everything is checked before anything is written: a refused run changes no file.
+    path = Path(out_dir) / KIND_FILES[kind_n]
+    if path.parent.exists() and not path.parent.is_dir():
+        ensure_dir(path.parent)  # raises the one-line error
+    _check_corpus_file(path)
     existing = read_records(path) if path.exists() else []
-    for r in existing:
-        if r.author != author or r.prompt_version != prompt_version:
-            raise CorpusError(
-                f"{path} holds records by {r.author!r} (prompt {r.prompt_version!r}); this run "
-                f"is {author!r} (prompt {prompt_version!r}): use another output directory"
-            )
+    _check_resume(path, _read_settings(settings_path(path)), existing, settings)
+    ensure_dir(path.parent)
+    repair_torn_tail(path)  # a torn last line goes; a complete one only lacking "\n" stays
+    write_text_atomic(settings_path(path), json.dumps(settings, indent=1) + "\n")
     done = {r.id for r in existing}
     index = NearDupIndex()
     for r in existing:
         index.add(dup_group(r), r.text)
 
-    items = _work_items(kind_n, emo, topics, per_topic, seed)
     todo = [it for it in items if it.id not in done]
     logger.info("%s: %d of %d %s texts to write (%d already there)", path, len(todo),
                 len(items), kind_n, len(items) - len(todo))

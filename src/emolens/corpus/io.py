@@ -40,7 +40,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
     """Yield (line number, object) from a JSONL file, streaming.
 
     A torn last line (no newline and not valid JSON: what a kill mid-write leaves) is
-    skipped with a warning; any other bad line raises CorpusError naming file and line.
+    skipped with a warning; a complete last record that only lacks its newline is kept; any
+    other bad line (invalid JSON, bytes that are not UTF-8) raises CorpusError naming file
+    and line.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
@@ -50,7 +52,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
     """
     path = Path(path)
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed in the finally below
+        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except FileNotFoundError:
         raise CorpusError(f"{path}: file not found") from None
     except OSError as exc:
@@ -59,12 +61,18 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
         i = 0
         while True:
             try:
-                line = f.readline()
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{path}:{i + 1}: not UTF-8 text ({exc.reason})") from None
-            if not line:
+                raw = f.readline()  # bytes, decoded line by line: errors name their line
+            except OSError as exc:
+                raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+            if not raw:
                 return
             i += 1
+            try:
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{path}:{i}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                                  f"column {exc.start + 1}); re-encode the file as UTF-8"
+                                  ) from None
             if not line.strip():
                 continue
             try:
