@@ -16,8 +16,9 @@ The server runs as its own process (``emolens serve``, started here on a free po
   means the second round adds about nothing).
 * **overhead**: the same monitored, greedy generation run ``--rounds`` times directly
   with ``lm.stream`` in this process and through the server (SSE over loopback, all
-  scores per token), interleaved; medians of total time, time to the first token and
-  time per token, and their ratio.  Both sides are idle while the other runs.
+  scores per token; without and with the prompt's read-out that the page asks for),
+  interleaved; medians of total time, time to the first token, time per token and CPU
+  time, and their paired ratios.  Both sides are idle while the other runs.
 
 Results are merged into ``benchmarks/results/server.json`` under the model's key.
 """
@@ -213,10 +214,12 @@ def overhead(lm: Any, vecs: Any, port: int, server_pid: int, rounds: int, tokens
     import psutil
 
     server = psutil.Process(server_pid)
-    body = {"messages": CHAT, "max_new_tokens": tokens, "scores": True, "top": 5}
+    body = {"messages": CHAT, "max_new_tokens": tokens, "scores": True, "top": 5,
+            "read_prompt": False}
     direct: list[tuple[float, float, int]] = []
     served: list[tuple[float, float, int]] = []
-    cpu: dict[str, list[float]] = {"direct": [], "served": []}
+    with_prompt: list[tuple[float, float, int]] = []
+    cpu: dict[str, list[float]] = {"direct": [], "served": [], "with_prompt": []}
 
     def server_cpu() -> float:
         t = server.cpu_times()
@@ -233,18 +236,22 @@ def overhead(lm: Any, vecs: Any, port: int, server_pid: int, rounds: int, tokens
         cpu["direct"].append(time.process_time() - c0)
         return first or 0.0, time.perf_counter() - t0, n
 
-    def run_served() -> tuple[float, float, int]:
+    def run_served(read_prompt: bool = False) -> tuple[float, float, int]:
         c0 = server_cpu()
-        first, total, events = stream_events(port, body)
-        cpu["served"].append(server_cpu() - c0)
+        first, total, events = stream_events(port, {**body, "read_prompt": read_prompt})
+        cpu["with_prompt" if read_prompt else "served"].append(server_cpu() - c0)
         return first, total, sum(e["event"] == "token" for e in events)
 
-    run_direct()
-    run_served()  # warm-up, untimed
-    for r in range(rounds):
-        pair = (run_direct, run_served) if r % 2 == 0 else (run_served, run_direct)
-        for fn in pair:
-            (direct if fn is run_direct else served).append(fn())
+    def run_with_prompt() -> tuple[float, float, int]:
+        return run_served(True)
+
+    runs = {run_direct: direct, run_served: served, run_with_prompt: with_prompt}
+    for fn in runs:
+        fn()  # warm-up, untimed
+    order = list(runs)
+    for r in range(rounds):  # rotating order, so drift in machine load hits all alike
+        for fn in order[r % 3:] + order[:r % 3]:
+            runs[fn].append(fn())
 
     def med(xs: list[tuple[float, float, int]]) -> dict[str, float]:
         per_token = [(t - f) / max(1, n - 1) for f, t, n in xs]
@@ -255,19 +262,26 @@ def overhead(lm: Any, vecs: Any, port: int, server_pid: int, rounds: int, tokens
 
     for side in cpu:
         cpu[side] = cpu[side][1:]  # drop the warm-up
-    d, s = med(direct), med(served)
-    d["cpu_s"] = round(statistics.median(cpu["direct"]), 4)
-    s["cpu_s"] = round(statistics.median(cpu["served"]), 4)
-    paired = [b[1] / a[1] for a, b in zip(direct, served, strict=True)]
-    paired_cpu = [b / a for a, b in zip(cpu["direct"], cpu["served"], strict=True)]
+    d, s, w = med(direct), med(served), med(with_prompt)
+    for stats, side in ((d, "direct"), (s, "served"), (w, "with_prompt")):
+        stats["cpu_s"] = round(statistics.median(cpu[side]), 4)
+
+    def paired(a: list[float], b: list[float]) -> float:
+        return round(statistics.median(y / x for x, y in zip(a, b, strict=True)), 3)
+
+    totals = {k: [t for _, t, _ in v] for k, v in
+              (("direct", direct), ("served", served), ("with_prompt", with_prompt))}
     return {"rounds": rounds, "max_new_tokens": tokens, "direct_lm_stream": d,
-            "through_server": s,
-            "total_ratio_median_paired": round(statistics.median(paired), 3),
-            "cpu_ratio_median_paired": round(statistics.median(paired_cpu), 3),
+            "through_server": s, "through_server_with_prompt_readout": w,
+            "total_ratio_median_paired": paired(totals["direct"], totals["served"]),
+            "cpu_ratio_median_paired": paired(cpu["direct"], cpu["served"]),
             "extra_ms_per_token": round(s["per_token_ms"] - d["per_token_ms"], 3),
             "extra_first_token_ms": round(1000 * (s["first_token_s"] - d["first_token_s"]), 1),
-            "note": "the server also reads the prompt (one extra forward, sent as the "
-                    "'prompt' event) before the first token; lm.stream does not"}
+            "with_prompt_readout_total_ratio_median_paired":
+                paired(totals["direct"], totals["with_prompt"]),
+            "note": "through_server: the same work as lm.stream (read_prompt false); "
+                    "with_prompt_readout: the page's default, which first reads the whole "
+                    "prompt (one more forward pass, the 'prompt' event)"}
 
 
 def main() -> None:
@@ -277,12 +291,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=None,
                         help="requests in all, over two rounds (default: 300 tiny, 60 default)")
     parser.add_argument("--tokens", type=int, default=16, help="max_new_tokens per request")
-    parser.add_argument("--rounds", type=int, default=9, help="overhead rounds")
-    parser.add_argument("--overhead-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="overhead rounds (default: 9 tiny, 5 default)")
+    parser.add_argument("--overhead-tokens", type=int, default=None,
+                        help="tokens per overhead run (default: 48 tiny, 32 default)")
     parser.add_argument("--deadline", type=float, default=600.0,
                         help="seconds after which no client starts a request")
     args = parser.parse_args()
     n = args.requests or (300 if args.model == "tiny" else 60)
+    overhead_rounds = args.rounds or (9 if args.model == "tiny" else 5)
+    overhead_tokens = args.overhead_tokens or (48 if args.model == "tiny" else 32)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     import torch
 
@@ -309,7 +327,7 @@ def main() -> None:
             memory["round_2_minus_round_1_mb"] = round(memory["after_round_2_mb"]
                                                        - memory["after_round_1_mb"], 1)
             health = json.loads(request(port, "GET", "/api/health")[2])
-            over = overhead(lm, vecs, port, proc.pid, args.rounds, args.overhead_tokens)
+            over = overhead(lm, vecs, port, proc.pid, overhead_rounds, overhead_tokens)
         finally:
             proc.terminate()
             proc.wait(30)

@@ -204,6 +204,11 @@ def test_generate_without_monitor(client, lm):
     assert [e for e, _ in events] == ["token"] * 5 + ["done"]
     assert "top" not in events[0][1] and "summary" not in events[-1][1]
     assert events[-1][1]["text"] == lm.generate("Once upon a time", max_new_tokens=5)
+    events = generate(client, messages=CHAT, max_new_tokens=3, read_prompt=False)
+    assert [e for e, _ in events] == ["token"] * 3 + ["done"]  # scores, but no prompt event
+    assert "scores" in events[0][1]
+    assert events[-1][1]["prompt_tokens"] == len(lm.encode_input(
+        CHAT, add_generation_prompt=True).input_ids)
 
 
 # ---- bad input: one clear 4xx, and the server keeps serving --------------------------------------

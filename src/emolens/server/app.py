@@ -5,7 +5,8 @@ Endpoints (documented at ``/docs``, spec at ``/openapi.json``):
 * ``GET /`` — the page (``server/static``, plain JavaScript and CSS, nothing from a CDN);
 * ``GET /api/health``, ``GET /api/info``, ``GET /api/emotions``;
 * ``POST /api/probe`` (``{"text"}`` or ``{"messages"}``) and ``POST /api/probe/batch``;
-* ``POST /api/generate`` — server-sent events: ``prompt`` (the prompt's read-out), one
+* ``POST /api/generate`` — server-sent events: ``prompt`` (the prompt's read-out, unless
+  ``read_prompt`` is false), one
   ``token`` per generated token (scores, alerts), ``done`` (reply, summary, guards), or
   ``error``;
 * ``GET /v1/models``, ``POST /v1/chat/completions`` (see :mod:`emolens.server.openai_api`);
@@ -275,7 +276,7 @@ def create_app(lm: LanguageModel, vecs: EmotionVectors, report_dir: str | Path |
             guards=[(g.rule, g.steer) for g in req.guards], monitor=req.monitor,
             max_new_tokens=req.max_new_tokens, temperature=req.temperature, top_p=req.top_p,
             seed=req.seed, **read_options(req.layer, req.mode, defaults), top=req.top,
-            full_scores=req.scores)
+            full_scores=req.scores, read_prompt=req.read_prompt)
         ticket = slot.admit()
         cancel = threading.Event()
 

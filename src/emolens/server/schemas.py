@@ -70,6 +70,8 @@ class GenerateRequest(_Steering):
     monitor: bool = True
     scores: bool = Field(True, description="send every emotion's score per token (else the "
                                            "top ones only)")
+    read_prompt: bool = Field(True, description="first send the prompt's read-out (the "
+                                                "'prompt' event: one more forward pass)")
 
 
 class ProbeItem(_Strict):

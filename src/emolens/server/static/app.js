@@ -429,6 +429,8 @@ async function streamReply(body, bubble, turn, userBubble, label) {
   } catch (err) {
     if (err.name === "AbortError") {
       turn.append(el("div", "error", "stopped"));
+      // the conversation keeps what was written before the stop
+      return { text: recs.map((r) => r.text).join(""), stopped: true };
     } else {
       turn.append(el("div", "error", describeError(err)));
       throw err;
@@ -543,8 +545,9 @@ async function runTurn(compare, user) {
       a.append(ba); b.append(bb); grid.append(a, b);
       reply.bubble.replaceWith(grid);
       reply.bubble = bb;
-      await streamReply({ messages: S.messages, ...settings(false) }, ba, a, user.bubble, "unsteered");
-      done = await streamReply({ messages: S.messages, ...settings(true) }, bb, b, null, "steered");
+      const first = await streamReply({ messages: S.messages, ...settings(false) }, ba, a, user.bubble, "unsteered");
+      done = first && first.stopped ? first
+        : await streamReply({ messages: S.messages, ...settings(true) }, bb, b, null, "steered");
     } else {
       done = await streamReply({ messages: S.messages, ...settings(true) }, reply.bubble, reply.turn, user.bubble);
     }
