@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,8 @@ def _accepts(lm: LanguageModel, name: str) -> bool:
 @torch.inference_mode()
 def choice_logits(lm: LanguageModel, rows: Sequence[ChoiceRow], answers: tuple[int, int], *,
                   vectors: EmotionVectors | None = None, layers: Sequence[int] = (),
-                  batch_size: int = 16, prefix_cache: bool = True) -> np.ndarray:
+                  batch_size: int = 16, prefix_cache: bool = True,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Logits ``[len(rows), 2]`` of the two answer tokens at the last position of each row.
 
     Rows with ``steer`` are steered on their own ``ranges`` at ``layers`` (strengths in
@@ -152,7 +153,7 @@ def choice_logits(lm: LanguageModel, rows: Sequence[ChoiceRow], answers: tuple[i
     conditions has no padding at all). With ``prefix_cache`` the opening every row shares
     (up to the first steered token) runs once and its KV cache is reused: the same numbers
     as without it, to float rounding, for about half the work on chat templates with a
-    system prompt.
+    system prompt. ``progress`` is called with the number of rows done after each batch.
     """
     if not rows:
         return np.zeros((0, 2))
@@ -179,6 +180,8 @@ def choice_logits(lm: LanguageModel, rows: Sequence[ChoiceRow], answers: tuple[i
         chunk = order[lo:lo + step]
         out[chunk] = _forward_batch(lm, [rows[i] for i in chunk], answers, cut, cache,
                                     vectors, layers, extra)
+        if progress is not None:
+            progress(lo + len(chunk))
     return out
 
 

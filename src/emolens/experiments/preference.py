@@ -193,6 +193,12 @@ class PreferenceResult(Result):
                  "  Elo by category (mean [95% CI], n):"]
         lines += [f"    {g.group:<14} {g.mean:6.0f} [{g.ci_low:.0f}, {g.ci_high:.0f}] n={g.n}"
                   for g in sorted(self.categories, key=lambda g: -g.mean)]
+        meets = np.bincount(self.pairs[::2].reshape(-1), minlength=n_items)
+        if meets.size and meets.min() <= 4:
+            lines.append(f"  note: some activities meet only {meets.min()} opponents; a pair "
+                         f"bootstrap then drops all of an activity's pairs about "
+                         f"{100 * math.exp(-meets.min()):.0f}% of the time and pins it at 1500, "
+                         "so their intervals reach 1500 (ask more pairs to narrow them)")
         lines.append(f"  probes on the activity's tokens, layers {_layers(self.layers)}: "
                      f"r with Elo over {n_items} activities")
         lines += _probe_lines(self.probes)
@@ -227,19 +233,31 @@ class PreferenceResult(Result):
         return out
 
     def verdict(self) -> str:
-        """One plain sentence: does this model show the study's effects?"""
+        """A few plain sentences: does this model show the study's effects, and how big?"""
         ps = [p for p in self.probes if math.isfinite(p.r)]
         hits = sum(p.p_perm < 0.05 for p in ps)
-        words = [f"{hits} of {len(ps)} probes correlate with Elo at permutation p < 0.05 "
-                 f"(about {0.05 * len(ps):.0f} expected by chance)"]
+        spread = float(np.max(self.elo) - np.min(self.elo))
+        words = [f"Elo spans {spread:.0f} points (study: 2,364); {hits} of {len(ps)} probes "
+                 f"correlate with Elo at permutation p < 0.05 (about {0.05 * len(ps):.0f} "
+                 "expected by chance)"]
+        named = [f"{w} r = {self.probe(w).r:+.2f} (study {STUDY[w + '_r']:+.2f})"
+                 for w in ("blissful", "hostile") if any(p.name == w for p in ps)]
+        if named:
+            words.append(", ".join(named))
+        vec = [v for v in self.effects if v.kind == "vector"]
+        rnd = [v for v in self.effects if v.kind == "random"]
         c = self.effect_vs_r
-        if c is not None and math.isfinite(c.r):
-            if c.ci_low > 0:
-                words.append("steering moves preference in the direction the probes predict "
-                             "(the study's effect)")
-            else:
-                words.append("no evidence that steering follows the probe-Elo correlation "
-                             "(a null at this size)")
+        if vec and c is not None and math.isfinite(c.r):
+            big = max(abs(v.effect.steered_mean) for v in vec)
+            how = ("ΔElo follows the probe-Elo r in direction (the study's pattern)"
+                   if c.ci_low > 0 else "no evidence that ΔElo follows the probe-Elo r "
+                   "(a null at this size)")
+            size = f"the largest mean ΔElo is {big:.0f} (study: +212 blissful, -303 hostile)"
+            if rnd:
+                e = rnd[0].effect
+                size += (f", a random direction gives {e.steered_mean:+.0f} "
+                         f"[{e.steered_ci_low:+.0f}, {e.steered_ci_high:+.0f}]")
+            words.append(f"{how}; {size}")
         return "; ".join(words)
 
 
@@ -311,7 +329,7 @@ def _condition_rows(prompts: Sequence[tuple[list[int], tuple[int, int], tuple[in
 def _run_conditions(lm: LanguageModel, vectors: EmotionVectors, conds: Sequence[Any],
                     cond_rows: Sequence[tuple[list[int], list[ChoiceRow]]],
                     answers: tuple[int, int], layers: Sequence[int], batch_size: int,
-                    batched: bool) -> list[np.ndarray]:
+                    batched: bool, progress: Any = None) -> list[np.ndarray]:
     """Logits of every condition's rows: as rows of one batch, or one condition after
     another."""
     if not batched:
@@ -319,12 +337,26 @@ def _run_conditions(lm: LanguageModel, vectors: EmotionVectors, conds: Sequence[
                               batch_size=batch_size) for _idx, rows in cond_rows]
     flat = [row for _idx, rows in cond_rows for row in rows]
     logits = choice_logits(lm, flat, answers, vectors=vectors, layers=layers,
-                           batch_size=batch_size)
+                           batch_size=batch_size, progress=progress)
     out, at = [], 0
     for _idx, rows in cond_rows:
         out.append(logits[at:at + len(rows)])
         at += len(rows)
     return out
+
+
+def _every_tenth(log: Any, total: int) -> Any:
+    """A progress callback that logs at each tenth of ``total`` rows."""
+    marks = {max(1, round(total * k / 10)) for k in range(1, 11)}
+    state = {"next": 0}
+
+    def tick(done: int) -> None:
+        passed = [m for m in marks if state["next"] < m <= done]
+        if passed:
+            state["next"] = max(passed)
+            log(f"preference: {done}/{total} steered rows")
+
+    return tick
 
 
 def preference(lm: LanguageModel, vectors: EmotionVectors, *,
@@ -391,12 +423,12 @@ def preference(lm: LanguageModel, vectors: EmotionVectors, *,
         steered = {int(i) for i in steered_idx}
         cond_rows = [_condition_rows(prompts, design, steered, key, s)
                      for _name, _kind, key, s in conds]
-        rows_run += sum(len(rows) for _idx, rows in cond_rows)
-        log(f"preference: {len(conds)} steering conditions, "
-            f"{sum(len(r) for _i, r in cond_rows)} rows in one batched run")
+        rows = sum(len(r) for _i, r in cond_rows)
+        rows_run += rows
+        log(f"preference: {len(conds)} steering conditions, {rows} rows in one batched run")
         t0 = time.perf_counter()
         results = _run_conditions(lm, vectors, conds, cond_rows, answers, layer_ids,
-                                  batch_size, batched=True)
+                                  batch_size, batched=True, progress=_every_tenth(log, rows))
         timing["steering_s"] = time.perf_counter() - t0
         if time_sequential > 0:
             timing.update(_time_modes(lm, vectors, conds, cond_rows, answers, layer_ids,
@@ -476,8 +508,8 @@ ANALYSIS = register(Analysis(
           "hostile -303; ΔElo tracks probe-Elo r at r = 0.85 over 35 vectors.",
     run=_run, options=(
         Option("pairs", 96, "unordered pairs asked, each in both orders (default 96: three "
-               "round-robin rounds, every activity meets 6 opponents; 0: all 2,016, the "
-               "study's 4,032 ordered pairs)"),
+               "round-robin rounds, every activity meets 3 opponents in both orders; 0: all "
+               "2,016, the study's 4,032 ordered pairs)"),
         Option("steer_vectors", (), "emotions to steer with, comma-separated (default: "
                "--n-vectors spread over the probe-Elo ranking)"),
         Option("n_vectors", 12, "vectors in the steering test when none are named (0: no "
