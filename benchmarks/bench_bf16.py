@@ -14,6 +14,7 @@ AVX512-BF16 or AMX it is emulated, and slower than float32).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 
@@ -21,11 +22,26 @@ import numpy as np
 import torch
 from _common import machine_load, write  # noqa: I001 - run as a script
 
-from emolens.corpus import load_corpus
+from emolens.corpus import Corpus, load_corpus
 from emolens.extract import extract
 from emolens.loading import load_model
 from emolens.runtime import bf16_native
 from emolens.stats import rate
+
+
+def _subset(corpus: Corpus, per_emotion: int, neutral: int) -> Corpus:
+    """The first ``per_emotion`` train stories of each emotion (by id), a quarter as many
+    held-out ones, and ``neutral`` dialogues: the same texts for both dtypes."""
+    keep = []
+    for split, k in (("train", per_emotion), ("heldout", max(1, per_emotion // 4))):
+        seen: dict[str, int] = {}
+        for r in sorted(corpus.stories(split=split), key=lambda r: r.id):
+            if seen.get(r.emotion, 0) < k:
+                seen[r.emotion] = seen.get(r.emotion, 0) + 1
+                keep.append(r)
+    dialogues = sorted(corpus.neutral(), key=lambda r: r.id)
+    keep += dialogues[:neutral] if neutral else dialogues
+    return Corpus(keep, f"default-subset-{per_emotion}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,10 +50,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", default="4,9,14")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--per-emotion", type=int, default=0,
+                    help="train stories per emotion (0: all); held-out: a quarter as many")
+    ap.add_argument("--neutral", type=int, default=0, help="neutral dialogues (0: all)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     lm = load_model("default")
     corpus = load_corpus("default")
+    if args.per_emotion:
+        corpus = _subset(corpus, args.per_emotion, args.neutral)
     load_before = machine_load()
     out: dict[str, dict] = {}
     vecs = {}
@@ -68,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         overlap[layer] = {k: bool(f[f"{k}_ci"][0] <= h[k] <= f[f"{k}_ci"][1]) for k in
                           ("top1", "top5")}
     write("bf16", {
-        "model": lm.name, "layers": list(vecs["fp32"].layers), "emotions": len(a),
+        "model": lm.name, "corpus": corpus.source, "train_stories": len(corpus.stories()),
+        "layers": list(vecs["fp32"].layers), "emotions": len(a),
         "cpu_bf16_native": bf16_native("cpu"), "cpu_count": os.cpu_count(),
         "load_before": load_before, "load_after": machine_load(),
         "cosine_bf16_vs_fp32": {

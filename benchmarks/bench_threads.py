@@ -9,6 +9,8 @@ same setting, one of:
 
 * ``t2_active``: torch's default, one thread per core, OpenMP threads spin when idle;
 * ``t2_passive``: one thread per core, ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep);
+* ``t2_spin10k``: one thread per core, a short spin (``GOMP_SPINCOUNT=10000``, the default
+  is 300000 unless threads outnumber the cores the process sees);
 * ``t1_active`` / ``t1_passive``: one thread per process;
 * ``t_auto``: :func:`emolens.runtime.configure_threads` with ``share=2`` (what the CLI
   does when told two processes share the machine) and its passive wait.
@@ -36,6 +38,7 @@ PROMPT = [{"role": "user", "content": "Write a long, detailed description of a b
 SETTINGS = {
     "t2_active": {"threads": "2", "env": {}},
     "t2_passive": {"threads": "2", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "t2_spin10k": {"threads": "2", "env": {"GOMP_SPINCOUNT": "10000"}},
     "t1_active": {"threads": "1", "env": {}},
     "t1_passive": {"threads": "1", "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     "t_auto": {"threads": "auto", "env": {}},
