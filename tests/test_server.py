@@ -270,6 +270,25 @@ def test_malformed_json(client, raw):
     assert client.get("/api/health").json()["status"] == "ok"
 
 
+def test_context_length_is_a_400(lm, vecs):
+    short = tiny_lm("llama")
+    short_vecs = tiny_vectors(short)
+    short.model.config.max_position_embeddings = 64  # a model with a 64-token context
+    with TestClient(create_app(short, short_vecs)) as c:
+        n = len(short.encode_input(CHAT, add_generation_prompt=True).input_ids)
+        r = c.post("/api/generate", json={"messages": CHAT, "max_new_tokens": 64 - n + 1})
+        assert r.status_code == 400
+        assert "reads at most 64 tokens (its context length)" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json={"model": "emolens", "messages": CHAT,
+                                                 "max_tokens": 30, "stream": True})
+        assert r.status_code == 400 and "context length" in r.json()["error"]["message"]
+        r = c.post("/api/probe", json={"text": "many words " * 40})
+        assert r.status_code == 400 and "reads at most 64" in r.json()["error"]["message"]
+        assert wait_idle(c)["queued"] == 0  # the refused requests gave their places back
+        events = generate(c, messages=CHAT, max_new_tokens=64 - n)  # exactly fits: served
+        assert events[-1][0] == "done" and 0 < events[-1][1]["n_tokens"] <= 64 - n
+
+
 def test_body_size_limit(lm, vecs):
     with TestClient(create_app(lm, vecs, limits=Limits(max_body_bytes=2000))) as c:
         r = c.post("/api/probe", json={"text": "x" * 5000})

@@ -5,7 +5,8 @@ Endpoints (documented at ``/docs``, spec at ``/openapi.json``):
 * ``GET /`` — the page (``server/static``, plain JavaScript and CSS, nothing from a CDN);
 * ``GET /api/health``, ``GET /api/info``, ``GET /api/emotions``;
 * ``POST /api/probe`` (``{"text"}`` or ``{"messages"}``) and ``POST /api/probe/batch``;
-* ``POST /api/generate`` — server-sent events: ``prompt`` (the prompt's read-out, unless
+* ``POST /api/generate`` — server-sent events (after the request passed every check,
+  the context length included): ``prompt`` (the prompt's read-out, unless
   ``read_prompt`` is false), one
   ``token`` per generated token (scores, alerts), ``done`` (reply, summary, guards), or
   ``error``;
@@ -283,9 +284,13 @@ def create_app(lm: LanguageModel, vecs: EmotionVectors, report_dir: str | Path |
         def events() -> Iterator[dict[str, Any]]:
             return run_generation(lm, vecs, plan)
 
+        # the first event ("start") comes after the model thread checked the prompt's
+        # length: a prompt too long for the context is still a 400, not an error event
+        _start, rest = await slot.open_stream(events, ticket=ticket, cancel=cancel)
+
         async def body() -> AsyncIterator[str]:
             try:
-                async for ev in slot.stream(events, ticket=ticket, cancel=cancel):
+                async for ev in rest:
                     yield sse(ev["event"], ev["data"])
             except EmolensError as exc:
                 yield sse("error", error_body(str(exc)))

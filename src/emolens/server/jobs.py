@@ -10,8 +10,8 @@ report the same numbers.
 >>> plan = plan_generation(lm, vecs, prompt=[{"role": "user", "content": "Hi"}],
 ...                        steer={"calm": 0.2}, alerts=["desperate>-1"], max_new_tokens=3)
 >>> events = list(run_generation(lm, vecs, plan))
->>> [e["event"] for e in events][0], events[-1]["event"], events[1]["data"]["alerts"][0]["rule"]
-('prompt', 'done', 'desperate>-1')
+>>> [e["event"] for e in events][:2], events[-1]["event"], events[2]["data"]["alerts"][0]["rule"]
+(['start', 'prompt'], 'done', 'desperate>-1')
 >>> run_probe(lm, vecs, ["I lost my keys."], top=2)[0]["summary"][0].keys()
 dict_keys(['emotion', 'score'])
 """
@@ -128,7 +128,8 @@ def _alert_json(alert: Any) -> dict[str, Any]:
 
 def run_generation(lm: LanguageModel, vecs: EmotionVectors, plan: GenerationPlan
                    ) -> Iterator[dict[str, Any]]:
-    """Events of one generation: ``prompt`` (its read-out), one ``token`` each, ``done``.
+    """Events of one generation: ``start`` (the prompt passed the context check),
+    ``prompt`` (its read-out), one ``token`` each, ``done``.
 
     Runs on the model thread.  Static steering is installed first, so the prompt's
     read-out and every token's scores are those of the steered model; guards switch on
@@ -136,6 +137,11 @@ def run_generation(lm: LanguageModel, vecs: EmotionVectors, plan: GenerationPlan
     """
     emotions = vecs.emotions
     is_chat = not isinstance(plan.prompt, str)
+    # before anything is sent: a prompt that leaves no room for the reply in the model's
+    # context fails here, so the server can still answer 400 instead of an error event
+    prompt_len = len(lm.encode_input(plan.prompt, add_generation_prompt=is_chat,
+                                     room=plan.max_new_tokens).input_ids)
+    yield {"event": "start", "data": {"prompt_tokens": prompt_len}}
     with ExitStack() as stack:
         if plan.steering is not None:
             stack.enter_context(apply_steering(lm, plan.steering))
@@ -169,7 +175,7 @@ def run_generation(lm: LanguageModel, vecs: EmotionVectors, plan: GenerationPlan
                     token["scores"] = _scores(step.scores)
             yield {"event": "token", "data": token}
     if prompt_tokens is None:
-        prompt_tokens = len(lm.encode_input(plan.prompt, add_generation_prompt=is_chat).input_ids)
+        prompt_tokens = prompt_len
     ids = [s.token_id for s in steps]
     done: dict[str, Any] = {
         "text": lm.tokenizer.decode(ids, skip_special_tokens=True), "n_tokens": len(steps),

@@ -189,12 +189,15 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
                              "finish_reason": reason}], **more}
         return _data(body)
 
+    # the model thread checks the prompt's length first: too long is a 400, not a chunk
+    _start, rest = await slot.open_stream(lambda: run_generation(lm, vecs, plan),
+                                          ticket=ticket, cancel=cancel)
+
     async def stream() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         shown = []
         try:
-            async for ev in slot.stream(lambda: run_generation(lm, vecs, plan), ticket=ticket,
-                                             cancel=cancel):
+            async for ev in rest:
                 data = ev["data"]
                 if ev["event"] == "token":
                     extra = _token_extra(data) if plan.monitor or data["alerts"] else None

@@ -203,6 +203,24 @@ class ModelSlot:
             if fut.cancel():  # still queued: it never runs
                 self.count("cancelled")
 
+    async def open_stream(self, make: Callable[[], Iterator[T]], *, ticket: Ticket,
+                          cancel: threading.Event) -> tuple[T | None, AsyncIterator[T]]:
+        """Start :meth:`stream` and wait for its first item, so that an error raised before
+        anything is produced (a bad request the model thread finds) reaches the caller
+        before any response is sent.  Returns the first item (None if there is none) and
+        the rest of the stream.
+        """
+        items = self.stream(make, ticket=ticket, cancel=cancel)
+        try:
+            first = await items.__anext__()
+        except StopAsyncIteration:
+            return None, items
+        except BaseException:
+            cancel.set()
+            ticket.release()
+            raise
+        return first, items
+
     def close(self) -> None:
         """Stop the worker thread after the job it is running (queued jobs are dropped)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
