@@ -4,7 +4,8 @@ Against the default model served by uvicorn on 127.0.0.1: open the page, send a 
 and see coloured tokens appear; move a steering slider and see a different reply; add an
 alert rule that fires and see it marked (with a guard that changes the reply); compare
 steered and unsteered side by side; paste a text and see its summary.  Screenshots go to
-the test's tmp folder and the final ones to ``docs/screenshots/``.
+the test's tmp folder, and the final ones to ``docs/screenshots/`` when
+``EMOLENS_UPDATE_SCREENSHOTS=1`` is set.
 
 Skipped only when Playwright or ``/usr/bin/chromium`` is missing (``.ci/run`` installs
 Debian's ``chromium``), or the default model is not installed.
@@ -13,6 +14,7 @@ Debian's ``chromium``), or the default model is not installed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -201,6 +203,7 @@ def test_page_end_to_end(page, tmp_path):
     assert len(json.loads(saved.read_text())["results"]) == 4
     shots.append(shot(page, tmp_path, "6-jsonl.png"))
 
-    DOCS.mkdir(parents=True, exist_ok=True)
-    for path in shots[1:]:
-        shutil.copyfile(path, DOCS / path.name)
+    if os.environ.get("EMOLENS_UPDATE_SCREENSHOTS"):  # tests leave the repo alone otherwise
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for path in shots[1:]:
+            shutil.copyfile(path, DOCS / path.name)

@@ -74,12 +74,14 @@ class TokenStep:
     alerts: list[Alert] | None = None
 
 
-def encode_prompts(lm: LanguageModel, prompts: Sequence[Prompt]) -> list[list[int]]:
+def encode_prompts(lm: LanguageModel, prompts: Sequence[Prompt], room: int = 0
+                   ) -> list[list[int]]:
     """Token ids of each prompt: chats go through the chat template (with the generation
-    prompt), strings stay raw (with the tokenizer's BOS)."""
+    prompt), strings stay raw (with the tokenizer's BOS).  A prompt that leaves fewer than
+    ``room`` positions of the model's context for the reply is refused."""
     if not prompts:
         raise EmolensError("no prompts given")
-    out = [lm.encode_input(p, add_generation_prompt=True).input_ids for p in prompts]
+    out = [lm.encode_input(p, add_generation_prompt=True, room=room).input_ids for p in prompts]
     if any(len(p) == 0 for p in out):
         raise EmolensError("every prompt needs at least one token")
     return out
@@ -241,7 +243,7 @@ def generate_text(lm: LanguageModel, prompts: Sequence[Prompt], *, max_new_token
     if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
         raise EmolensError("generate_text takes a list of prompts (texts or chats); for one "
                            "prompt use lm.generate(prompt)")
-    prompt_ids = encode_prompts(lm, prompts)
+    prompt_ids = encode_prompts(lm, prompts, room=max(0, int(max_new_tokens)))
     width = max(len(p) for p in prompt_ids)
     rows: list[list[int]] = [[] for _ in prompts]
     finished = [False] * len(prompts)
@@ -291,7 +293,7 @@ def stream(lm: LanguageModel, prompt: Prompt, *, max_new_tokens: int = 64,
     """
     if rules is not None and monitor is None:
         raise SteeringError("alert rules need a monitor: pass monitor=vectors")
-    prompt_ids = encode_prompts(lm, [prompt])
+    prompt_ids = encode_prompts(lm, [prompt], room=max(0, int(max_new_tokens)))
     n_prompt = len(prompt_ids[0])
     detok = _Detokenizer(lm.tokenizer)
     with ExitStack() as stack:

@@ -73,9 +73,10 @@ def tiny_model(arch: str, n_layers: int = 4, d: int = 32, seed: int = 0) -> Any:
 
     vocab = len(tiny_tokenizer())
     torch.manual_seed(seed)
+    # RoPE models: the context length changes no weight, so give them room for long prompts
     common = dict(vocab_size=vocab, num_hidden_layers=n_layers, hidden_size=d,
                   intermediate_size=2 * d, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=256, pad_token_id=0, eos_token_id=2)
+                  max_position_embeddings=4096, pad_token_id=0, eos_token_id=2)
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
     elif arch == "qwen2":
