@@ -22,6 +22,16 @@ from emolens.cli.common import (
     seed_arg,
 )
 
+#: The main job must finish in minutes on two CPU cores: the demo runs the slow, sampled
+#: experiments at their cheapest informative settings (choice log-odds, probe traces and
+#: fewer pairs); ``emolens report`` runs every analysis at its full defaults.
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {
+    "blackmail": {"n": 0, "extra_emotions": ()},
+    "reward-hacking": {"n": 0, "extra_emotions": ()},
+    "sycophancy": {"n": 0, "extra_emotions": ()},
+    "preference": {"pairs": 32, "n_vectors": 4, "dose": ()},
+}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``report`` and ``demo``."""
@@ -69,8 +79,8 @@ def _progress(args: argparse.Namespace) -> bool:
     return bool(sys.stderr.isatty()) if wanted is None else bool(wanted)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the report and print where it is."""
+def run(args: argparse.Namespace, options: dict[str, dict[str, Any]] | None = None) -> int:
+    """Build the report (analysis ``options`` by name, if given) and print where it is."""
     from emolens.cli.options import load_vectors_from_args, parse_layer
     from emolens.corpus import load_corpus
     from emolens.report.html import build_report
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     vectors = load_vectors_from_args(args, lm)
     corpus = load_corpus(args.corpus) if any(a.needs_corpus for a in chosen) else None
     page = build_report(lm, vectors, args.out, corpus=corpus, layer=parse_layer(args.layer),
+                        options=options,
                         analyses=chosen, seed=args.seed, progress=_progress(args))
     print(f"report: {page.resolve()}")
     return 0
@@ -108,6 +119,6 @@ def run_demo(args: argparse.Namespace) -> int:
         print("reply's strongest emotions: " + ", ".join(
             f"{vectors.emotions[i]} {mean[i]:+.3f}" for i in top))
     sys.stdout.flush()
-    code = run(args)
+    code = run(args, options=DEMO_OPTIONS)
     print(f"main job finished in {time.perf_counter() - started:.0f}s")
     return code
