@@ -15,25 +15,27 @@ from scipy import stats as st
 
 from emolens.concepts.activities import load_activities
 from emolens.errors import EmolensError
+from emolens.experiments.comparison_math import (
+    emotion_shifts,
+    group_means,
+    layer_shifts,
+    shift_agreement,
+    split_steered_control,
+    steering_effect,
+    structure_correlation,
+)
 from emolens.experiments.preference_math import (
     ELO_MEAN,
     ELO_PER_LOGIT,
     balanced_pairs,
     choice_probability,
-    emotion_shifts,
     fit_bradley_terry,
     fit_elo,
-    group_means,
     hard_outcomes,
-    layer_shifts,
     ordered_pairs,
     pair_design,
     position_bias,
     probe_elo_correlations,
-    shift_agreement,
-    split_steered_control,
-    steering_effect,
-    structure_correlation,
 )
 
 

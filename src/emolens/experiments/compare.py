@@ -62,7 +62,7 @@ from emolens.concepts.compare_prompts import (
 )
 from emolens.errors import EmolensError, VectorFileError
 from emolens.experiments.common import resolve_layer, user_chat
-from emolens.experiments.preference_math import (
+from emolens.experiments.comparison_math import (
     EmotionShift,
     LayerShifts,
     ShiftAgreement,

@@ -56,19 +56,21 @@ from emolens.experiments.choices import (
     middle_layers,
 )
 from emolens.experiments.common import fmt, fmt_p, require_emotions
-from emolens.experiments.preference_math import (
+from emolens.experiments.comparison_math import (
     GroupMean,
+    SteeringEffect,
+    group_means,
+    split_steered_control,
+    steering_effect,
+)
+from emolens.experiments.preference_math import (
     PositionBias,
     ProbeEloCorrelation,
-    SteeringEffect,
     choice_probability,
     fit_elo,
-    group_means,
     pair_design,
     position_bias,
     probe_elo_correlations,
-    split_steered_control,
-    steering_effect,
 )
 from emolens.experiments.registry import Analysis, Context, Option, Result, register
 from emolens.stats import Correlation, format_correlation, pearson

@@ -16,25 +16,23 @@
 from __future__ import annotations
 
 from emolens.extract.build import DEFAULT_VARIANCE, build_vectors, neutral_pcs, vectors_from
+from emolens.extract.pipeline import extract
 from emolens.extract.run import (
     DEFAULT_TOKEN_SKIP,
     Extraction,
     PassStats,
-    classify,
     collect,
     compute_model,
-    extract,
-    layer_sweep,
     length_batches,
     merge_stats,
     neutral_statistics,
     pooled_features,
     shard_of,
     shard_path,
-    sweep_counts,
 )
 from emolens.extract.shipped import SHIPPED_VECTORS, default_vectors, shipped_vectors_path
 from emolens.extract.stats import NeutralStats, StoryStats
+from emolens.extract.sweep import classify, layer_sweep, sweep_counts
 
 __all__ = [
     "DEFAULT_TOKEN_SKIP",

@@ -43,11 +43,11 @@ from emolens.extract.run import (
     DEFAULT_TOKEN_SKIP,
     Extraction,
     PassStats,
-    SweepCounts,
     _accumulate,
     _check_not_empty,
     extraction_of,
 )
+from emolens.extract.sweep import SweepCounts
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.corpus import Corpus
