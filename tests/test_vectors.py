@@ -254,10 +254,12 @@ def test_neutral_stats_shard_and_merge_equals_one_pass():
     assert merged.n_tokens == one.n_tokens == 101
     np.testing.assert_allclose(merged.sum, one.sum, rtol=1e-12)
     np.testing.assert_allclose(merged.sum_outer, one.sum_outer, rtol=1e-12)
-    np.testing.assert_array_equal(merged.token_norms, one.token_norms)
+    np.testing.assert_array_equal(merged.norm_hist, one.norm_hist)
+    np.testing.assert_allclose(merged.norm_sum, one.norm_sum)
     mean, median = merged.norm_stats()
     true_norms = np.linalg.norm(acts, axis=2)
-    np.testing.assert_allclose(median, np.median(true_norms, axis=1), rtol=1e-6)
+    # the median comes from a fixed log-binned histogram (memory that does not grow)
+    np.testing.assert_allclose(median, np.median(true_norms, axis=1), rtol=5e-3)
     np.testing.assert_allclose(mean, true_norms.mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(merged.covariance(1), np.cov(acts[1].T, bias=True), atol=1e-9)
     with pytest.raises(VectorFileError, match="cannot merge"):
@@ -275,7 +277,8 @@ def test_stats_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(s2.token_counts, stats.token_counts)
     assert n2.n_tokens == neutral.n_tokens
     np.testing.assert_array_equal(n2.sum_outer, neutral.sum_outer)
-    np.testing.assert_array_equal(n2.token_norms, neutral.token_norms)
+    np.testing.assert_array_equal(n2.norm_hist, neutral.norm_hist)
+    np.testing.assert_allclose(n2.norm_sum, neutral.norm_sum)
     with pytest.raises(VectorFileError, match="not story_stats"):
         StoryStats.load(tmp_path / "n.safetensors")
     with pytest.raises(VectorFileError, match="not emotion_vectors"):
