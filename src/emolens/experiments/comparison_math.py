@@ -16,12 +16,12 @@ import numpy as np
 
 from emolens.errors import EmolensError
 from emolens.experiments.preference_math import (
-    _check_boot,
-    _check_level,
-    _matrix,
-    _names,
-    _percentiles,
-    _resample_counts,
+    check_boot,
+    check_level,
+    item_names,
+    matrix,
+    percentiles,
+    resample_counts,
 )
 from emolens.stats import Correlation, pearson
 
@@ -129,10 +129,10 @@ def steering_effect(elo_before: Any, elo_after: Any, steered: Any, control: Any 
     >>> e.effect, e.steered_mean, e.control_mean, e.n_steered
     (300.0, 150.0, -150.0, 2)
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
-    b = _matrix(elo_before, "elo_before", ndim=1)
-    a = _matrix(elo_after, "elo_after", ndim=1)
+    check_level(level)
+    check_boot(n_boot, 1)
+    b = matrix(elo_before, "elo_before", ndim=1)
+    a = matrix(elo_after, "elo_after", ndim=1)
     if a.shape != b.shape:
         raise EmolensError(f"elo_before and elo_after differ in length ({b.size} vs {a.size})")
     n = b.size
@@ -146,9 +146,9 @@ def steering_effect(elo_before: Any, elo_after: Any, steered: Any, control: Any 
     delta = a - b
     ds, dc = delta[s_idx], delta[c_idx]
     rng = np.random.default_rng(seed)
-    rs = _resample_counts(rng, n_boot, ds.size) @ ds / ds.size
-    rc = _resample_counts(rng, n_boot, dc.size) @ dc / dc.size
-    (lo, slo, clo), (hi, shi, chi) = _percentiles(np.stack([rs - rc, rs, rc], axis=1), level)
+    rs = resample_counts(rng, n_boot, ds.size) @ ds / ds.size
+    rc = resample_counts(rng, n_boot, dc.size) @ dc / dc.size
+    (lo, slo, clo), (hi, shi, chi) = percentiles(np.stack([rs - rc, rs, rc], axis=1), level)
     return SteeringEffect(float(ds.mean() - dc.mean()), float(lo), float(hi),
                           float(ds.mean()), float(slo), float(shi),
                           float(dc.mean()), float(clo), float(chi), int(ds.size), int(dc.size))
@@ -172,9 +172,9 @@ def group_means(values: Any, labels: Sequence[str], *, n_boot: int = 2000, seed:
     >>> [(g.group, g.mean, g.n) for g in group_means([1, 3, 10, 20], ["a", "a", "b", "b"])]
     [('a', 2.0, 2), ('b', 15.0, 2)]
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
-    v = _matrix(values, "values", ndim=1)
+    check_level(level)
+    check_boot(n_boot, 1)
+    v = matrix(values, "values", ndim=1)
     lab = [str(x) for x in labels]
     if len(lab) != v.size:
         raise EmolensError(f"{len(lab)} labels for {v.size} values")
@@ -182,8 +182,8 @@ def group_means(values: Any, labels: Sequence[str], *, n_boot: int = 2000, seed:
     out = []
     for g in dict.fromkeys(lab):
         x = v[[i for i, name in enumerate(lab) if name == g]]
-        reps = _resample_counts(rng, n_boot, x.size) @ x / x.size
-        lo, hi = _percentiles(reps[:, None], level)
+        reps = resample_counts(rng, n_boot, x.size) @ x / x.size
+        lo, hi = percentiles(reps[:, None], level)
         out.append(GroupMean(g, float(x.mean()), float(lo[0]), float(hi[0]), int(x.size)))
     return out
 
@@ -194,8 +194,8 @@ def group_means(values: Any, labels: Sequence[str], *, n_boot: int = 2000, seed:
 
 
 def _two(a: Any, b: Any, ndim: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    x = _matrix(a, "scores_a", ndim)
-    y = _matrix(b, "scores_b", ndim)
+    x = matrix(a, "scores_a", ndim)
+    y = matrix(b, "scores_b", ndim)
     if x.shape != y.shape:
         raise EmolensError(f"scores_a and scores_b differ in shape ({x.shape} vs {y.shape}); "
                            f"read the same prompts and emotions from both models")
@@ -241,12 +241,12 @@ def structure_correlation(scores_a: Any, scores_b: Any, *, n_boot: int = 2000, s
     >>> round(sc.r, 6), sc.n_prompts, sc.n_emotions, round(sc.profile.r, 6)
     (1.0, 3, 3, 1.0)
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
+    check_level(level)
+    check_boot(n_boot, 1)
     x, y = _two(scores_a, scores_b)
     r = float(_rows_r(x, y, np.ones((1, x.shape[0])))[0])
-    counts = _resample_counts(np.random.default_rng(seed), n_boot, x.shape[0])
-    lo, hi = _percentiles(_rows_r(x, y, counts)[:, None], level)
+    counts = resample_counts(np.random.default_rng(seed), n_boot, x.shape[0])
+    lo, hi = percentiles(_rows_r(x, y, counts)[:, None], level)
     profile = pearson(x.mean(axis=0), y.mean(axis=0), level)
     return StructureCorrelation(r, float(lo[0]), float(hi[0]), x.shape[0], x.shape[1], profile)
 
@@ -281,13 +281,13 @@ def emotion_shifts(scores_a: Any, scores_b: Any, names: Sequence[str] | None = N
     ...                                                      n_boot=100)]
     [('y', 0.2), ('x', 0.0), ('z', -0.1)]
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
+    check_level(level)
+    check_boot(n_boot, 1)
     x, y = _two(scores_a, scores_b)
-    labels = _names(names, x.shape[1], "emotions")
+    labels = item_names(names, x.shape[1], "emotions")
     d = y - x
-    counts = _resample_counts(np.random.default_rng(seed), n_boot, x.shape[0])
-    lo, hi = _percentiles(counts @ d / x.shape[0], level)
+    counts = resample_counts(np.random.default_rng(seed), n_boot, x.shape[0])
+    lo, hi = percentiles(counts @ d / x.shape[0], level)
     mean = d.mean(axis=0)
     ma, mb = x.mean(axis=0), y.mean(axis=0)
     order = np.argsort(-mean, kind="stable")
@@ -327,8 +327,8 @@ def shift_agreement(scores_a1: Any, scores_b1: Any, scores_a2: Any, scores_b2: A
     >>> round(ag.r, 6), ag.n_emotions, ag.n_prompts_1, ag.n_prompts_2
     (1.0, 10, 6, 5)
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
+    check_level(level)
+    check_boot(n_boot, 1)
     x1, y1 = _two(scores_a1, scores_b1)
     x2, y2 = _two(scores_a2, scores_b2)
     if x1.shape[1] != x2.shape[1]:
@@ -337,13 +337,13 @@ def shift_agreement(scores_a1: Any, scores_b1: Any, scores_a2: Any, scores_b2: A
     d1, d2 = y1 - x1, y2 - x2
     c = pearson(d1.mean(axis=0), d2.mean(axis=0), level)
     rng = np.random.default_rng(seed)
-    m1 = _resample_counts(rng, n_boot, d1.shape[0]) @ d1 / d1.shape[0]
-    m2 = _resample_counts(rng, n_boot, d2.shape[0]) @ d2 / d2.shape[0]
+    m1 = resample_counts(rng, n_boot, d1.shape[0]) @ d1 / d1.shape[0]
+    m2 = resample_counts(rng, n_boot, d2.shape[0]) @ d2 / d2.shape[0]
     m1 = m1 - m1.mean(axis=1, keepdims=True)
     m2 = m2 - m2.mean(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = (m1 * m2).sum(axis=1) / np.sqrt((m1 * m1).sum(axis=1) * (m2 * m2).sum(axis=1))
-    lo, hi = _percentiles(reps[:, None], level)
+    lo, hi = percentiles(reps[:, None], level)
     return ShiftAgreement(c.r, float(lo[0]), float(hi[0]), c.p, x1.shape[1], x1.shape[0],
                           x2.shape[0])
 

@@ -85,17 +85,17 @@ ELO_MEAN = 1500.0
 # --------------------------------------------------------------------------------------------
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise EmolensError(f"confidence level must lie in (0, 1), got {level}")
 
 
-def _check_boot(n_boot: int, minimum: int = 0) -> None:
+def check_boot(n_boot: int, minimum: int = 0) -> None:
     if n_boot < minimum:
         raise EmolensError(f"number of bootstrap samples must be >= {minimum}, got {n_boot}")
 
 
-def _percentiles(reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def percentiles(reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval along axis 0, NaN where no replicate is finite."""
     alpha = (1.0 - level) / 2.0
     lo = np.full(reps.shape[1:], np.nan)
@@ -112,13 +112,13 @@ def _percentiles(reps: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return lo, hi
 
 
-def _resample_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
+def resample_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
     """``[n_boot, n]`` counts: how often each of n units is drawn in each bootstrap sample."""
     idx = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
     return np.bincount(idx.reshape(-1), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
-def _matrix(x: Any, name: str, ndim: int = 2) -> np.ndarray:
+def matrix(x: Any, name: str, ndim: int = 2) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != ndim:
         raise EmolensError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
@@ -129,7 +129,7 @@ def _matrix(x: Any, name: str, ndim: int = 2) -> np.ndarray:
     return a
 
 
-def _names(names: Sequence[str] | None, n: int, what: str) -> list[str]:
+def item_names(names: Sequence[str] | None, n: int, what: str) -> list[str]:
     if names is None:
         return [str(i) for i in range(n)]
     out = [str(x) for x in names]
@@ -413,7 +413,7 @@ class EloFit:
         >>> fit_elo([[0, 1], [1, 0]], [0.2, 0.8], n_boot=0).rows(["tea", "coffee"])[0]
         {'name': 'coffee', 'elo': 1620.4, 'ci_low': None, 'ci_high': None}
         """
-        labels = _names(names, self.n_items, "items")
+        labels = item_names(names, self.n_items, "items")
 
         def num(x: float) -> float | None:
             return None if math.isnan(x) else round(float(x), 1)
@@ -443,8 +443,8 @@ def fit_elo(pairs: Any, p_a: Any, n_items: int | None = None, *, hard: bool = Fa
     >>> fit.order().tolist(), fit.n_comparisons, fit.n_unordered, fit.n_components
     ([0, 1, 2], 6, 3, 1)
     """
-    _check_level(level)
-    _check_boot(n_boot)
+    check_level(level)
+    check_boot(n_boot)
     p, n = _pairs(pairs, n_items)
     y = _outcomes(p_a, p.shape[0])
     if hard:
@@ -461,11 +461,11 @@ def fit_elo(pairs: Any, p_a: Any, n_items: int | None = None, *, hard: bool = Fa
     if n_boot:
         rng = np.random.default_rng(seed)
         reps = np.empty((n_boot, n))
-        for k, counts in enumerate(_resample_counts(rng, n_boot, n_clusters)):
+        for k, counts in enumerate(resample_counts(rng, n_boot, n_clusters)):
             bt.w = counts[cluster]
             reps[k] = _to_elo(bt.solve(theta)[:n])
         bt.w = np.ones_like(y)
-        lo, hi = _percentiles(reps, level)
+        lo, hi = percentiles(reps, level)
     return EloFit(elo=elo, ci_low=lo, ci_high=hi,
                   position_logit=float(theta[n]) if position else math.nan,
                   n_items=n, n_comparisons=int(p.shape[0]), n_unordered=n_clusters,
@@ -502,8 +502,8 @@ def position_bias(p_a: Any, pairs: Any | None = None, *, n_boot: int = 2000, see
     >>> round(pb.mean_p_a, 3), pb.share_a, pb.n
     (0.7, 1.0, 4)
     """
-    _check_level(level)
-    _check_boot(n_boot, 1)
+    check_level(level)
+    check_boot(n_boot, 1)
     y = np.asarray(p_a, dtype=np.float64).reshape(-1)
     if y.size == 0:
         raise EmolensError("position bias needs at least one pair")
@@ -517,9 +517,9 @@ def position_bias(p_a: Any, pairs: Any | None = None, *, n_boot: int = 2000, see
         cluster, n_clusters = _pair_keys(pr, n)
     sums = np.bincount(cluster, y, n_clusters)
     sizes = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
-    counts = _resample_counts(np.random.default_rng(seed), n_boot, n_clusters)
+    counts = resample_counts(np.random.default_rng(seed), n_boot, n_clusters)
     reps = (counts @ sums) / (counts @ sizes)
-    lo, hi = _percentiles(reps[:, None], level)
+    lo, hi = percentiles(reps[:, None], level)
     return PositionBias(float(y.mean()), float(lo[0]), float(hi[0]),
                         float((y > 0.5).mean()), int(y.size))
 
@@ -558,14 +558,14 @@ def probe_elo_correlations(scores: Any, elo: Any, names: Sequence[str] | None = 
     ...                                                               ["up", "down"])]
     [('up', 1.0, 6), ('down', -0.99, 6)]
     """
-    _check_level(level)
+    check_level(level)
     if n_perm < 1:
         raise EmolensError(f"number of permutations must be >= 1, got {n_perm}")
-    x = _matrix(scores, "scores")
-    e = _matrix(elo, "elo", ndim=1)
+    x = matrix(scores, "scores")
+    e = matrix(elo, "elo", ndim=1)
     if x.shape[0] != e.size:
         raise EmolensError(f"scores has {x.shape[0]} rows for {e.size} Elo values")
-    labels = _names(names, x.shape[1], "probes")
+    labels = item_names(names, x.shape[1], "probes")
     zx = x - x.mean(axis=0)
     sd = np.sqrt((zx * zx).sum(axis=0))
     ze = e - e.mean()
