@@ -7,9 +7,11 @@ without steering; the steered reply differs, and per-token scores arrive.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -170,8 +172,6 @@ def test_errors_reach_the_client(client, lm):
 
 
 def test_client_closing_a_stream_stops_generation(client, lm, server):
-    import httpx
-
     stream = client.chat.completions.create(model=lm.name, messages=MESSAGES, max_tokens=200,
                                             temperature=0, stream=True)
     for i, _chunk in enumerate(stream):
@@ -180,7 +180,8 @@ def test_client_closing_a_stream_stops_generation(client, lm, server):
     stream.close()
     end = time.monotonic() + 20
     while True:
-        health = httpx.get(server[0] + "/api/health").json()
+        with urllib.request.urlopen(server[0] + "/api/health", timeout=10) as resp:
+            health = json.load(resp)
         if not health["busy"] or time.monotonic() > end:
             break
         time.sleep(0.05)

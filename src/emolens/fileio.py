@@ -135,7 +135,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ...     pass
     Traceback (most recent call last):
     ...
-    emolens.fileio.FileWriteError: refusing to write ...: it is a directory, not a regular file
+    emolens.errors.FileWriteError: refusing to write ...: it is a directory, not a regular file
     """
     target = Path(path)
     _check_target(target)

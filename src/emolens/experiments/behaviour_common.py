@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -334,7 +334,8 @@ def run_rows(lm: LanguageModel, vectors: EmotionVectors, items: Sequence[Item],
              read_layer: int | None = None, max_new_tokens: int = 64,
              temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
              batch_size: int = 16, guard: GuardSpec | None = None,
-             random_direction: Direction | None = None) -> list[RowOut]:
+             random_direction: Direction | None = None,
+             log: Callable[[str], None] | None = None) -> list[RowOut]:
     """Every (condition, item) row: prefill, choice log-odds (unguarded conditions), ``n``
     sampled replies (``n=0``: none). Rows of one item share a batch (equal prompt lengths);
     at most ``batch_size`` sampled replies run together (more replies of one prompt than
@@ -342,7 +343,7 @@ def run_rows(lm: LanguageModel, vectors: EmotionVectors, items: Sequence[Item],
 
     ``layers`` (default: the file's default layer) are steered, ``read_layer`` (default: the
     file's default layer) read. Guarded conditions sample with ``guard``; their log-odds is
-    None (a guard acts only while the reply is written).
+    None (a guard acts only while the reply is written). ``log`` hears of each item done.
     """
     if guard is None and any(c.guard for c in conditions):
         raise EmolensError("guarded conditions need a guard (GuardSpec)")
@@ -393,5 +394,7 @@ def run_rows(lm: LanguageModel, vectors: EmotionVectors, items: Sequence[Item],
                     out.append(RowOut(cidx[cond], ii, list(enc[ii]),
                                       np.asarray(scores[j, -P:], dtype=np.float32),
                                       {k: None for k in names} if guarded else plain, reps))
+        if log is not None:
+            log(f"item {ii + 1}/{len(items)} ({items[ii].id}) done")
     out.sort(key=lambda r: (r.condition, r.item))
     return out

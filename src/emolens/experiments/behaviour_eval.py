@@ -243,6 +243,10 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
     trace_names = require_emotions(vecs, TRACE_EMOTIONS, f"the {ev.name} analysis")
     require_emotions(vecs, emotions, f"the {ev.name} analysis")
     notes = []
+    if read_at in steer_at:
+        notes.append(f"layer {read_at} is both read and steered: read-outs of steered and "
+                     "guarded replies include the added direction (the unsteered ones, "
+                     "used for the traces and AUCs, do not)")
     missing = [e for e in extra_emotions if e not in vecs]
     if missing:
         notes.append(f"extra emotion(s) {', '.join(missing)} are not in this vector file: "
@@ -256,7 +260,8 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
     conds = main + later
     common = dict(layers=steer_at, read_layer=read_at, max_new_tokens=max_new_tokens,
                   temperature=temperature, seed=ctx.seed, batch_size=ctx.batch_size,
-                  random_direction=vecs.random_direction(ctx.seed + 1))
+                  random_direction=vecs.random_direction(ctx.seed + 1),
+                  log=lambda m: ctx.say(f"{ev.name}: {m}"))
     ctx.say(f"{ev.name}: {len(its)} items x {len(main)} conditions x {n} replies, "
             f"{len(later)} more conditions for the log-odds")
     rows = run_rows(lm, vecs, its, main, n=n, **common)
