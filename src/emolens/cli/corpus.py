@@ -152,6 +152,10 @@ def stats_handler(args: argparse.Namespace) -> int:
     print("records: " + ", ".join(f"{k} {v}" for k, v in st["by_kind"].items()))
     print(f"emotions with stories: {st['n_emotions']}  splits: "
           + ", ".join(f"{k} {v}" for k, v in st["by_split"].items()))
+    if st["by_register"]:
+        held = st["heldout_by_register"]
+        print("registers: " + ", ".join(f"{k} {v} ({held.get(k, 0)} held out)"
+                                        for k, v in st["by_register"].items()))
     for kind, q in st["length_words"].items():
         print(f"length ({kind}, words): median {q['p50']:.0f}, p5 {q['p5']:.0f}, "
               f"p95 {q['p95']:.0f}, range {q['min']:.0f}-{q['max']:.0f}")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from emolens.concepts.emotions import EMOTIONS
-from emolens.corpus.records import KINDS, Corpus, Record
+from emolens.corpus.records import KINDS, REGISTERS, Corpus, Record
 from emolens.corpus.textcheck import (
     MIN_WORDS,
     NEAR_DUP_JACCARD,
@@ -50,6 +50,7 @@ class CorpusCheck:
     n_neutral: int
     n_dialogues: int
     n_emotions: int  # how many emotions were required
+    by_register: dict[str, int] = field(default_factory=dict)  # register -> stories
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,9 @@ class CorpusCheck:
             (f"emotions with >= {self.min_per_emotion} stories: "
             f"{len(self.emotions_ok)}/{self.n_emotions}"),
         ]
+        if self.by_register:
+            lines.append("registers: " + ", ".join(f"{k} {v}"
+                                                   for k, v in self.by_register.items()))
         if self.emotions_short:
             short = sorted(self.emotions_short.items(), key=lambda kv: (kv[1], kv[0]))
             shown = ", ".join(f"{e} ({n})" for e, n in short[:10])
@@ -180,7 +184,17 @@ def check_corpus(
         n_neutral=sum(r.kind == "neutral" for r in corpus.records),
         n_dialogues=sum(r.kind == "dialogue" for r in corpus.records),
         n_emotions=len(wanted),
+        by_register=_by_register(stories),
     )
+
+
+def _by_register(stories: Sequence[Record]) -> dict[str, int]:
+    """Stories per register, in :data:`REGISTERS` order ("?" for records without one)."""
+    counts = Counter(r.register or "?" for r in stories)
+    order = {x: i for i, x in enumerate(REGISTERS)}
+    if set(counts) == {"?"}:
+        return {}
+    return {k: counts[k] for k in sorted(counts, key=lambda x: (order.get(x, len(order)), x))}
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -241,6 +255,8 @@ def corpus_stats(corpus: Corpus) -> dict[str, Any]:
                                         if r.topic is not None).items())),
         "by_split": dict(Counter(r.split for r in stories)),
         "by_person": dict(Counter(r.person for r in stories if r.person)),
+        "by_register": _by_register(stories),
+        "heldout_by_register": _by_register([r for r in stories if r.split == "heldout"]),
         "length_words": lengths,
         "leak_rate": _rate(n_leak, len(stories)),
         "duplicate_rate": _rate(len(dup_ids), len(recs)),

@@ -1,15 +1,17 @@
 """Reading corpora: JSONL files and directories, and the curated corpus shipped with emolens.
 
 >>> corpus = load_corpus("default")
->>> corpus.source, corpus.stories()[0].author
-('default', 'emolens-curated')
+>>> corpus.source, corpus.stories()[0].author, corpus.registers()[:3]
+('default', 'emolens-curated', ['story', 'narration', 'diary'])
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +19,16 @@ from typing import Any
 
 from emolens.concepts.emotions import EMOTIONS
 from emolens.concepts.topics import TOPICS, is_held_out_topic
-from emolens.corpus.records import Corpus, Record, render_turns
+from emolens.corpus.records import REGISTERS, Corpus, Record, render_turns
 from emolens.corpus.textcheck import NearDupIndex, dup_group, own_emotions, quality_flags
 from emolens.errors import CorpusError
 
 __all__ = [
     "CURATED_AUTHOR",
     "CURATED_PROMPT_VERSION",
+    "DIALOGUE_ASKS",
+    "DIALOGUE_REGISTERS",
+    "VARIANTS",
     "load_corpus",
     "load_curated",
     "read_jsonl",
@@ -34,6 +39,23 @@ CURATED_AUTHOR = "emolens-curated"
 CURATED_PROMPT_VERSION = "curated-v1"
 
 _DATA_DIR = Path(__file__).resolve().parent.parent / "concepts" / "data"
+
+#: Named variants of the curated corpus: ``load_corpus("default:NAME")``.
+VARIANTS: tuple[str, ...] = ("dialogue",)
+#: The first-person registers whose texts become the assistant's reply in the dialogue variant.
+DIALOGUE_REGISTERS: tuple[str, ...] = ("dialogue", "chat", "diary", "social", "letter")
+#: Neutral user messages (this project's own words) that open each chat of the dialogue
+#: variant, chosen by a stable hash of the text's id; none names or implies an emotion.
+DIALOGUE_ASKS: tuple[str, ...] = (
+    "What has been going on with you lately?",
+    "Tell me about your day.",
+    "What is on your mind right now?",
+    "Go ahead, I am listening.",
+    "How have things been this week?",
+    "What would you like to talk about?",
+    "Say whatever comes to mind.",
+    "Anything new since we last spoke?",
+)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -115,6 +137,7 @@ def load_corpus(path: str | os.PathLike[str]) -> Corpus:
 
     ``"default"`` is the curated corpus shipped with emolens, converted on the fly (author
     ``emolens-curated``, prompt version ``curated-v1``), with quality flags computed.
+    ``"default:dialogue"`` is its dialogue-probe variant (see :func:`load_curated`).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -122,8 +145,12 @@ def load_corpus(path: str | os.PathLike[str]) -> Corpus:
     >>> len(load_corpus(d).neutral())
     1
     """
-    if str(path) == "default":
-        return load_curated()
+    name, colon, variant = str(path).partition(":")
+    if name == "default":
+        if colon and variant not in VARIANTS:
+            raise CorpusError(f"unknown variant {variant!r} of the default corpus (known: "
+                              + ", ".join(f"default:{v}" for v in VARIANTS) + ")")
+        return load_curated(variant=variant or None)
     p = Path(path)
     if p.is_file():
         files = [p]
@@ -172,40 +199,45 @@ def _curated_turns(obj: dict[str, Any], where: str) -> list[dict[str, str]]:
     return out
 
 
-def load_curated(data_dir: str | os.PathLike[str] | None = None) -> Corpus:
-    """Convert curated data (``stories/part_*.jsonl``, ``neutral_dialogues.jsonl``,
-    ``speaker_dialogues.jsonl``) into a corpus with ids, splits and quality flags.
+def load_curated(data_dir: str | os.PathLike[str] | None = None,
+                 variant: str | None = None) -> Corpus:
+    """Convert curated data (``stories/part_*.jsonl``, ``registers/part_*.jsonl``,
+    ``neutral_dialogues.jsonl``, ``speaker_dialogues.jsonl``) into a corpus with ids, splits
+    and quality flags.
 
     ``data_dir`` defaults to the data shipped in ``emolens/concepts/data``; this is what
-    ``load_corpus("default")`` returns.
+    ``load_corpus("default")`` returns. Its story records are the 60-100-word stories
+    (register ``"story"``, ids ``story/EMOTION/tTOPIC/K``) and the register texts (register
+    ``narration``, ``diary``, ``dialogue``, ``chat``, ``social`` or ``letter``, ids
+    ``story/EMOTION/tTOPIC/REGISTER/K``); K counts the texts of one key in file order. Both
+    are split by topic (:func:`~emolens.concepts.topics.is_held_out_topic`), so every
+    register has held-out texts.
 
-    >>> len(load_curated().stories()) >= 12 * 171
+    ``variant="dialogue"`` (``load_corpus("default:dialogue")``) is the study's dialogue-probe
+    variant: its story records are the first-person register texts
+    (:data:`DIALOGUE_REGISTERS`), each as a chat whose ``turns`` are a neutral user message
+    (:data:`DIALOGUE_ASKS`, chosen by a stable hash of the id) and the text as the
+    assistant's reply, under the text's own id; extraction pools them over the reply only.
+
+    >>> len(load_curated().stories()) >= 36 * 171
     True
+    >>> chat = load_curated(variant="dialogue").stories()[0]
+    >>> [t["role"] for t in chat.turns], chat.register in DIALOGUE_REGISTERS
+    (['user', 'assistant'], True)
     """
+    if variant is not None and variant not in VARIANTS:
+        raise CorpusError(f"unknown corpus variant {variant!r} (known: {', '.join(VARIANTS)})")
     d = Path(data_dir) if data_dir is not None else _DATA_DIR
     story_files = sorted((d / "stories").glob("part_*.jsonl"))
     if not story_files:
         raise CorpusError(f"{d / 'stories'}: no curated story files (part_*.jsonl)")
-    base = {"author": CURATED_AUTHOR, "prompt_version": CURATED_PROMPT_VERSION}
-    records: list[Record] = []
     n_seen: Counter[tuple[Any, ...]] = Counter()
-    for f in story_files:
-        for i, obj in read_jsonl(f):
-            where = f"{f}:{i}"
-            emotion = _known(_require(obj, "emotion", str, where), where)
-            topic = _require(obj, "topic", int, where)
-            person = _require(obj, "person", str, where)
-            text = _require(obj, "text", str, where)
-            if not 0 <= topic < len(TOPICS):
-                raise CorpusError(f"{where}: topic {topic} out of range 0..{len(TOPICS) - 1}")
-            k = n_seen[(emotion, topic)]
-            n_seen[(emotion, topic)] += 1
-            records.append(Record(
-                id=f"story/{emotion}/t{topic:03d}/{k}", kind="story", emotion=emotion,
-                topic=topic, text=text.strip(),
-                split="heldout" if is_held_out_topic(topic) else "train",
-                person=person, **base,
-            ))
+    records = _curated_stories(story_files, n_seen, register=False)
+    records += _curated_stories(sorted((d / "registers").glob("part_*.jsonl")), n_seen,
+                                register=True)
+    if variant == "dialogue":
+        records = [_as_chat(r) for r in records if r.register in DIALOGUE_REGISTERS]
+    base = {"author": CURATED_AUTHOR, "prompt_version": CURATED_PROMPT_VERSION}
     neutral_path = d / "neutral_dialogues.jsonl"
     if neutral_path.exists():
         for i, obj in read_jsonl(neutral_path):
@@ -237,7 +269,50 @@ def load_curated(data_dir: str | os.PathLike[str] | None = None) -> Corpus:
                 turns=turns, user_emotion=user, assistant_emotion=assistant, **base,
             ))
     _flag_all(records)
-    return Corpus(records, source="default")
+    return Corpus(records, source="default" + (f":{variant}" if variant else ""),
+                  variant=variant)
+
+
+def _curated_stories(files: list[Path], n_seen: Counter[tuple[Any, ...]], *,
+                     register: bool) -> list[Record]:
+    """Story records of curated story files (``person`` given) or register files
+    (``register`` given; narration is third person, the other registers first person)."""
+    out = []
+    for f in files:
+        for i, obj in read_jsonl(f):
+            where = f"{f}:{i}"
+            emotion = _known(_require(obj, "emotion", str, where), where)
+            topic = _require(obj, "topic", int, where)
+            text = _require(obj, "text", str, where)
+            if not 0 <= topic < len(TOPICS):
+                raise CorpusError(f"{where}: topic {topic} out of range 0..{len(TOPICS) - 1}")
+            if register:
+                reg = _require(obj, "register", str, where)
+                if reg not in REGISTERS[1:]:
+                    raise CorpusError(f"{where}: unknown register {reg!r} (known: "
+                                      f"{', '.join(REGISTERS[1:])})")
+                person, key, part = ("third" if reg == "narration" else "first",
+                                     (emotion, topic, reg), f"{reg}/")
+            else:
+                reg, person, key, part = "story", _require(obj, "person", str, where), \
+                    (emotion, topic), ""
+            k = n_seen[key]
+            n_seen[key] += 1
+            out.append(Record(
+                id=f"story/{emotion}/t{topic:03d}/{part}{k}", kind="story", emotion=emotion,
+                topic=topic, text=text.strip(),
+                split="heldout" if is_held_out_topic(topic) else "train",
+                author=CURATED_AUTHOR, prompt_version=CURATED_PROMPT_VERSION,
+                person=person, register=reg,
+            ))
+    return out
+
+
+def _as_chat(r: Record) -> Record:
+    """A story record as the assistant's reply to a neutral user message (dialogue variant)."""
+    ask = DIALOGUE_ASKS[zlib.crc32(r.id.encode("utf-8")) % len(DIALOGUE_ASKS)]
+    turns = [{"role": "user", "content": ask}, {"role": "assistant", "content": r.text}]
+    return dataclasses.replace(r, text=render_turns(turns), turns=turns)
 
 
 def _flag_all(records: list[Record]) -> None:

@@ -22,9 +22,14 @@ from emolens.concepts.emotions import EMOTIONS
 from emolens.errors import CorpusError
 from emolens.fileio import ensure_dir, write_text_atomic
 
-__all__ = ["FLAGS", "KINDS", "KIND_FILES", "Corpus", "Record", "parse_dialogue", "render_turns"]
+__all__ = ["FLAGS", "KINDS", "KIND_FILES", "REGISTERS", "Corpus", "Record", "parse_dialogue",
+           "render_turns"]
 
 KINDS: tuple[str, ...] = ("story", "neutral", "dialogue")
+#: Registers of the curated story texts: the 60-100-word stories, then the register corpus
+#: (third-person narration and five first-person registers).
+REGISTERS: tuple[str, ...] = ("story", "narration", "diary", "dialogue", "chat", "social",
+                              "letter")
 #: Flags a record can carry; training uses records without any.
 FLAGS: tuple[str, ...] = ("names_emotion", "empty", "truncated", "near_duplicate", "malformed")
 
@@ -63,6 +68,8 @@ class Record:
     person: str | None = None
     #: Grouping of a neutral dialogue (its category or topic hint).
     category: str | None = None
+    #: Register of a story text (see :data:`REGISTERS`); None where not recorded (older files).
+    register: str | None = None
 
     def to_json(self) -> str:
         """One JSON line (no newline), keys in field order."""
@@ -115,6 +122,8 @@ class Record:
             raise bad("turns must be a list of {role, content} objects")
         if not isinstance(self.flags, list) or not all(isinstance(f, str) for f in self.flags):
             raise bad("flags must be a list of strings")
+        if self.register is not None and not isinstance(self.register, str):
+            raise bad("register must be a string or null")
 
 
 class Corpus:
@@ -129,9 +138,12 @@ class Corpus:
     (0, 1)
     """
 
-    def __init__(self, records: Iterable[Record], source: str = "") -> None:
+    def __init__(self, records: Iterable[Record], source: str = "",
+                 variant: str | None = None) -> None:
         self.records: list[Record] = list(records)
         self.source = source
+        #: A named variant of a corpus (``"dialogue"`` for ``load_corpus("default:dialogue")``).
+        self.variant = variant
         seen: set[str] = set()
         for r in self.records:
             if r.id in seen:
@@ -181,6 +193,26 @@ class Corpus:
         present = {r.emotion for r in self.records if r.kind == "story" and r.emotion}
         order = {e: i for i, e in enumerate(EMOTIONS)}
         return sorted(present, key=lambda e: (order.get(e, len(order)), e))
+
+    def registers(self) -> list[str]:
+        """Registers of the story records, in :data:`REGISTERS` order (unknown ones last).
+
+        >>> Corpus([Record(id="a", kind="story", emotion="sad", text="x", register="diary"),
+        ...         Record(id="b", kind="story", emotion="sad", text="y")]).registers()
+        ['diary']
+        """
+        present = {r.register for r in self.records if r.kind == "story" and r.register}
+        order = {x: i for i, x in enumerate(REGISTERS)}
+        return sorted(present, key=lambda x: (order.get(x, len(order)), x))
+
+    def provenance(self) -> dict[str, Any]:
+        """What a vector file records about the corpus it was built from.
+
+        >>> Corpus([], source="default:dialogue", variant="dialogue").provenance()
+        {'corpus': 'default:dialogue', 'corpus_variant': 'dialogue', 'corpus_registers': []}
+        """
+        return {"corpus": self.source, "corpus_variant": self.variant,
+                "corpus_registers": self.registers()}
 
     def fingerprint(self) -> str:
         """sha256 over (id, text) of every record, independent of record order.
