@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import ARCHITECTURES, tiny_lm
@@ -48,33 +49,94 @@ def test_early_exit_gives_identical_activations_and_skips_deeper_blocks(arch):
     assert all(not m._forward_hooks for m in lm.layers)  # hooks always removed
 
 
-def _slow_pool(lm: LanguageModel, text: str, layer: int, skip: int) -> torch.Tensor:
+def _slow_pool(lm: LanguageModel, text: str, layer: int, skip: int) -> tuple[torch.Tensor, int]:
+    """The pooling rule written out for one text: drop the first token (the sink) and
+    special ids, skip min(skip, content // 4) content tokens, average the rest."""
     ids = lm.tokenizer(text, return_tensors="pt")
     h = lm.residuals(ids, [layer], early_exit=False)[layer][0]
-    n = h.shape[0]
-    start = min(skip, n // 2)
-    return h[start:].float().sum(0), n - start
+    special = set(lm.tokenizer.all_special_ids)
+    content = [t for t, tok in enumerate(ids["input_ids"][0].tolist())
+               if t > 0 and tok not in special]
+    kept = content[min(skip, len(content) // 4):]
+    return h[kept].float().mean(0), len(kept)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_pooled_capture_matches_per_sequence_reference(arch, side):
+def test_pooled_means_match_per_sequence_reference(arch, side):
+    from emolens.extract.run import _pooled_means
+
     lm = tiny_lm(arch)
     skip = 5
     batch = lm.encode(TEXTS, padding_side=side)
     assert (batch["attention_mask"] == 0).any()  # the batch really is padded
-    sums, counts = lm.pooled(batch, [1, 3], token_skip=skip)
+    means, counts = _pooled_means(lm, batch, [1, 3], skip, early_exit=True)
     for row, text in enumerate(TEXTS):
         for j, layer in enumerate((1, 3)):
-            ref_sum, ref_n = _slow_pool(lm, text, layer, skip)
+            ref_mean, ref_n = _slow_pool(lm, text, layer, skip)
             assert int(counts[row]) == ref_n
-            torch.testing.assert_close(sums[row, j], ref_sum, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(means[row, j], ref_mean, rtol=1e-4, atol=1e-4)
 
 
 def test_token_ranks_and_effective_skip_under_padding():
-    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-    assert hooks.pool_mask(mask, 2).tolist() == [
-        [False, False, False, False, True, True], [False, False, True, True, True, True]]
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    assert hooks.pool_mask(mask, 5).long().tolist() == [
+        [0, 0, 0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]]
+    assert hooks.pool_mask(mask, 1).long().tolist() == [
+        [0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_planted_massive_norm_position_is_never_pooled(arch):
+    """A position made 1000x larger inside a block (a planted attention sink) is scored per
+    token but left out of the pooled read-out: pooled equals the read-out of the mean of
+    the other content tokens, computed by hand."""
+    from emolens.readout import Reader, read
+    from emolens.testing import tiny_vectors
+
+    lm = tiny_lm(arch)
+    vecs = tiny_vectors(lm)
+    text = "The rain fell on the roof all night long and nobody slept at all."
+    planted = 6
+
+    def plant(_module, _inputs, output):
+        hidden = hooks.hidden_of(output).clone()
+        hidden[:, planted] *= 1000.0
+        return hooks.with_hidden(output, hidden)
+
+    handle = lm.layers[1].register_forward_hook(plant)
+    try:
+        got = read(lm, text, vecs, layer=2, token_skip=0)
+        batch, _ = lm.batch([text])
+        h = lm.residuals(batch, [2])[2][0]
+    finally:
+        handle.remove()
+    norms = h.norm(dim=-1)
+    assert norms[planted] > 50 * norms.median()  # the plant really is massive
+    keep = [t for t in range(1, len(got.tokens)) if t != planted]
+    want = Reader(vecs, [2]).scores(2, h[keep].mean(0))
+    np.testing.assert_allclose(got.pooled, want.numpy(), rtol=1e-4, atol=1e-5)
+    assert got.pool_start == 1  # the first token is the sink, never pooled
+
+
+def test_pool_exclude_marks_sink_special_and_template_tokens():
+    lm = tiny_lm("qwen2")
+    chat = [{"role": "user", "content": "My cat came home today."}]
+    batch, enc = lm.batch(["Plain words here.", chat], side="left")
+    ex = lm.pool_exclude(batch, enc)
+    real = batch["attention_mask"].bool()
+    first = real.long().argmax(-1)
+    assert bool(ex[0, first[0]]) and bool(ex[1, first[1]])  # the sink of each row
+    lo, hi = enc[1].content[0]
+    pad = int((~real[1]).sum())
+    inside = torch.zeros(real.shape[1], dtype=torch.bool)
+    inside[pad + lo:pad + hi] = True
+    assert not bool(ex[1][inside].any())  # the message content is pooled
+    assert bool(ex[1][real[1] & ~inside].all())  # every template token is not
+    special = set(lm.tokenizer.all_special_ids)
+    for col, tok in enumerate(batch["input_ids"][1].tolist()):
+        if real[1, col] and tok in special:
+            assert bool(ex[1, col])
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

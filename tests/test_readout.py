@@ -13,7 +13,7 @@ from conftest import ARCHITECTURES, tiny_lm
 
 from emolens.alerts import AlertEngine, AlertRule
 from emolens.errors import LayerError, SteeringError
-from emolens.extract import NeutralStats, StoryStats, build_vectors
+from emolens.extract import NeutralStats, StoryStats, build_vectors, pooled_features
 from emolens.readout import (
     Reader,
     Readout,
@@ -41,9 +41,9 @@ def tiny_vectors(lm, norms: bool = True) -> EmotionVectors:
     neutral text, so steering has a residual scale)."""
     layers = list(range(lm.n_layers))
     stats = StoryStats.empty(list(EMOTION_TEXTS), layers, lm.hidden_size)
-    sums, counts = lm.pooled(lm.encode(list(EMOTION_TEXTS.values())), layers, token_skip=0,
-                             early_exit=False)
-    stats.add_batch(list(EMOTION_TEXTS), (sums / counts[:, None, None]).numpy())
+    means, _counts, _cost = pooled_features(lm, list(EMOTION_TEXTS.values()), layers,
+                                            token_skip=0, early_exit=False)
+    stats.add_batch(list(EMOTION_TEXTS), means)
     neutral = None
     if norms:
         neutral = NeutralStats.empty(layers, lm.hidden_size)
@@ -113,7 +113,8 @@ def test_summary_equals_the_pooled_classification_of_extraction_features(llama_l
                                atol=1e-5)
     assert [e for e, _ in reads[0].summary()] == [
         vecs.emotions[i] for i in np.argsort(-want[0].numpy(), kind="stable")]
-    assert [r.pool_start for r in reads] == [min(3, len(r.tokens) // 2) for r in reads]
+    # the first token is the sink; then a quarter of a short text's content is skipped
+    assert [r.pool_start for r in reads] == [1 + min(3, (len(r.tokens) - 1) // 4) for r in reads]
     assert reads[0].mode == "centered"  # auto: the file stores its training centre
 
 

@@ -184,20 +184,74 @@ def token_ranks(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.bool(), mask.cumsum(-1) - 1, torch.full_like(mask, -1))
 
 
+#: A position whose residual norm exceeds this multiple of its text's median is an
+#: attention sink ("massive activation"): it carries no content and is never pooled.
+SINK_RATIO = 8.0
+
+
 def effective_skip(n_real: torch.Tensor, skip: int) -> torch.Tensor:
-    """Tokens to skip per sequence: ``skip``, but never more than half of a short text.
+    """Tokens to skip per sequence: ``skip``, but never more than a quarter of a short text.
 
-    >>> effective_skip(torch.tensor([200, 60, 10]), 50).tolist()
-    [50, 30, 5]
+    A 20-token chat message is emotional from its first word; skipping half of it (as a
+    fixed rule for long stories would) throws away most of the evidence.
+
+    >>> effective_skip(torch.tensor([400, 100, 12]), 50).tolist()
+    [50, 25, 3]
     """
-    return torch.minimum(torch.full_like(n_real, skip), n_real // 2)
+    return torch.minimum(torch.full_like(n_real, skip), n_real // 4)
 
 
-def pool_mask(attention_mask: torch.Tensor, skip: int) -> torch.Tensor:
-    """Boolean [B, T] mask of the real tokens pooled after skipping (see effective_skip)."""
-    ranks = token_ranks(attention_mask)
-    first = effective_skip(attention_mask.long().sum(-1), skip)
+def pool_mask(attention_mask: torch.Tensor, skip: int,
+              exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [B, T] mask of the tokens pooled: content tokens after the skip.
+
+    Content tokens are real (unpadded) tokens that ``exclude`` [B, T] does not mark
+    (special tokens, chat-template tokens, the attention sink); the skip counts content
+    tokens only (see :func:`effective_skip`).  A row with no content pools its real tokens.
+
+    >>> am = torch.ones(1, 9, dtype=torch.long); ex = torch.zeros(1, 9, dtype=torch.bool)
+    >>> ex[0, 0] = True  # the sink
+    >>> pool_mask(am, 50, ex).long().tolist()
+    [[0, 0, 0, 1, 1, 1, 1, 1, 1]]
+    """
+    real = attention_mask.bool()
+    content = real if exclude is None else real & ~exclude.to(real.device)
+    content = torch.where(content.any(-1, keepdim=True), content, real)
+    ranks = torch.where(content, content.long().cumsum(-1) - 1,
+                        torch.full(content.shape, -1, device=content.device))
+    first = effective_skip(content.long().sum(-1), skip)
     return ranks >= first[:, None]
+
+
+def drop_massive(hidden: torch.Tensor, mask: torch.Tensor, ratio: float = SINK_RATIO
+                 ) -> torch.Tensor:
+    """``mask`` without the positions whose norm exceeds ``ratio`` x their row's median.
+
+    Massive-norm positions (attention sinks) appear at the same tokens across middle and
+    late layers and would dominate any mean they enter.  Judged per layer on ``hidden``
+    [B, T, d]; a row whose every pooled token is massive keeps its mask.
+
+    >>> h = torch.ones(1, 4, 2); h[0, 1] *= 100
+    >>> drop_massive(h, torch.ones(1, 4, dtype=torch.bool)).tolist()
+    [[True, False, True, True]]
+    """
+    m = mask.to(hidden.device)
+    norms = hidden.float().norm(dim=-1)
+    med = torch.nanquantile(torch.where(m, norms, torch.nan), 0.5, dim=-1, keepdim=True)
+    keep = m & ~(norms > ratio * med)
+    return torch.where(keep.any(-1, keepdim=True), keep, m)
+
+
+def pooled_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence float32 mean [B, d] of ``hidden`` over ``mask``, attention sinks dropped.
+
+    >>> h = torch.ones(1, 3, 2); h[0, 0] *= 1000
+    >>> pooled_mean(h, torch.ones(1, 3, dtype=torch.bool)).tolist()
+    [[1.0, 1.0]]
+    """
+    keep = drop_massive(hidden, mask)
+    counts = keep.sum(-1).clamp(min=1).to(torch.float32)
+    return masked_sum(hidden, keep) / counts[:, None]
 
 
 def masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

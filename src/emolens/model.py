@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +47,17 @@ Input = str | Sequence[dict[str, str]] | Sequence[int]
 
 @dataclass(frozen=True)
 class Encoded:
-    """One normalised input: token ids, character offsets into ``text``, ``assistant_start``."""
+    """One normalised input: token ids, character offsets into ``text``, ``assistant_start``.
+
+    ``content`` lists the (start, end) token ranges of a chat's message contents (None for
+    a plain text or token list): the tokens outside them belong to the chat template.
+    """
 
     input_ids: list[int]
     offsets: list[tuple[int, int]]
     text: str
     assistant_start: int | None = None
+    content: list[tuple[int, int]] | None = None
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "right",
@@ -366,7 +371,8 @@ class ModelAdapter:
             if chat.text.startswith(prefix):
                 before = [i for i, (_s, e) in enumerate(chat.offsets) if e <= len(prefix)]
                 a_start = before[-1] if before else None
-        return Encoded(list(chat.input_ids), list(chat.offsets), chat.text, a_start)
+        return Encoded(list(chat.input_ids), list(chat.offsets), chat.text, a_start,
+                       [span for span in chat.message_tokens if span[1] > span[0]])
 
     def pad(self, rows: Sequence[Sequence[int]], *, side: str = "right"
             ) -> dict[str, torch.Tensor]:
@@ -422,20 +428,37 @@ class ModelAdapter:
         return hooks.run_capture(lambda: self.forward(batch), self.layer_modules(layers),
                                  early_exit=early_exit)
 
-    @torch.inference_mode()
-    def pooled(self, batch: Any, layers: Sequence[int], *, token_skip: int = 50,
-               early_exit: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sequence sums [B, L, d] (float32) and token counts [B] from token ``token_skip`` on.
+    def pool_exclude(self, batch: Mapping[str, torch.Tensor],
+                     encoded: Sequence[Encoded] | None = None) -> torch.Tensor:
+        """[B, T] mask of tokens never pooled: the sink, special and chat-template tokens.
 
-        Reduced inside the hook, so no [B, T, d] tensor per layer is kept.
+        The first real token of each row is the attention sink of every causal LM; special
+        ids (BOS, EOS, ``<|im_start|>`` ...) carry no content; for a chat (``encoded``
+        given) every token outside the message contents is template.  Massive-norm
+        positions elsewhere are dropped per layer by :func:`emolens.hooks.pooled_mean`.
+
+        >>> batch, enc = lm.batch(["Hello there friend", [{"role": "user", "content": "Hi"}]])
+        >>> ex = lm.pool_exclude(batch, enc)
+        >>> lo, hi = enc[1].content[0]  # the message "Hi": all that is left to pool
+        >>> bool(ex[0, 0]), int((~ex[1] & batch["attention_mask"][1].bool()).sum()) == hi - lo
+        (True, True)
         """
-        mask = hooks.pool_mask(batch["attention_mask"], token_skip)
-        store = hooks.run_capture(lambda: self.forward(batch), self.layer_modules(layers),
-                                  reduce=lambda _i, h: hooks.masked_sum(h, mask),
-                                  early_exit=early_exit)
-        # gathered on the CPU first: under device_map="auto" the layers live on several devices
-        sums = torch.stack([store[i].cpu() for i in layers], dim=1)
-        return sums.cpu(), mask.sum(-1).cpu()
+        mask = batch["attention_mask"].bool()
+        ids = batch["input_ids"]
+        special = sorted(set(getattr(self.tokenizer, "all_special_ids", None) or []))
+        exclude = torch.isin(ids, torch.tensor(special, dtype=ids.dtype, device=ids.device)) \
+            if special else torch.zeros_like(mask)
+        ranks = hooks.token_ranks(mask)
+        exclude |= ranks == 0
+        for row, enc in enumerate(encoded or []):
+            if enc.content is None:
+                continue
+            inside = torch.zeros(len(enc.input_ids), dtype=torch.bool)
+            for lo, hi in enc.content:
+                inside[lo:hi] = True
+            cols = (ranks[row] >= 0).nonzero().flatten()
+            exclude[row, cols] |= ~inside.to(exclude.device)
+        return exclude
 
 
 def _num(piece: str, spec: object) -> int | float:

@@ -5,10 +5,12 @@ the layer sweep, scenarios, intensity and speakers all score activations here, s
 numbers cannot drift apart.  Two things are read off a text:
 
 * ``scores[t, e]`` — each token's activation against each emotion direction;
-* ``pooled[e]`` — the mean activation over the pooled tokens (the same tokens extraction
-  pooled: from the file's token skip on, see :func:`emolens.hooks.pool_mask`) against
-  each direction.  :meth:`Readout.summary` ranks this, which is exactly the pooled
-  classification that validation scores.
+* ``pooled[e]`` — the mean activation over the pooled tokens (the same rule extraction
+  pooled with: content tokens from the file's token skip on, never the attention sink,
+  special or chat-template tokens; see :func:`emolens.hooks.pool_mask` and
+  :meth:`~emolens.model.ModelAdapter.pool_exclude`) against each direction.
+  :meth:`Readout.summary` ranks this, which is exactly the pooled classification that
+  validation scores.
 
 Modes: ``cosine`` of the activation; ``centered``, the cosine after subtracting the
 vector file's training centre (the mean pooled activation over emotions, the point the
@@ -150,7 +152,7 @@ class Readout:
     """The read-out of one text: ``scores[t, e]`` per token and ``pooled[e]`` for the text.
 
     ``pool_start`` is the first pooled token (tokens before it — the attention sink and
-    the first ``token_skip`` tokens — are shown but not pooled).
+    the skipped tokens — are shown but not pooled; so are special and template tokens).
     """
 
     tokens: list[str]
@@ -255,10 +257,9 @@ def read_many(lm: ModelAdapter, texts: Sequence[Input], vectors: EmotionVectors,
                                   add_generation_prompt=add_generation_prompt)
         store = lm.residuals(batch, layers)
         per_token = reader.combine(store).cpu().numpy()
-        mask = hooks.pool_mask(batch["attention_mask"], skip)
-        counts = mask.sum(-1).clamp(min=1).to(torch.float32)
-        pooled = reader.combine({i: hooks.masked_sum(store[i], mask)
-                                 / counts.to(store[i].device)[:, None]
+        mask = hooks.pool_mask(batch["attention_mask"], skip,
+                               lm.pool_exclude(batch, encoded))
+        pooled = reader.combine({i: hooks.pooled_mean(store[i], mask)
                                  for i in layers}).cpu().numpy()
         starts = mask.float().argmax(-1).tolist()
         # one batched (Rust-side) decode of every token of the batch: decoding them one by

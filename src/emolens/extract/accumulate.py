@@ -47,8 +47,7 @@ class StoryAccumulator:
     """Per-label sums of pooled text means, held on ``device``; a fixed ``[E, L, d]``.
 
     >>> acc = StoryAccumulator(["calm", "sad"], [0, 2], d=3)
-    >>> sums = torch.ones(2, 2, 3) * torch.tensor([2.0, 4.0])[:, None, None]
-    >>> acc.add(["sad", "sad"], sums, torch.tensor([2, 4]))
+    >>> acc.add(["sad", "sad"], torch.ones(2, 2, 3), torch.tensor([2, 4]))
     >>> s = acc.to_stats()
     >>> s.counts.tolist(), s.token_counts.tolist(), (s.sums[1, 0] / s.counts[1]).tolist()
     ([0, 2], [0, 6], [1.0, 1.0, 1.0])
@@ -70,8 +69,8 @@ class StoryAccumulator:
         """Every array this accumulator holds, by name."""
         return {"sums": self.sums, "counts": self.counts, "token_counts": self.token_counts}
 
-    def add(self, labels: Sequence[str], sums: torch.Tensor, n_tokens: torch.Tensor) -> None:
-        """Add a batch: per-text token sums ``[B, L, d]`` over ``n_tokens`` ``[B]`` tokens."""
+    def add(self, labels: Sequence[str], means: torch.Tensor, n_tokens: torch.Tensor) -> None:
+        """Add a batch: per-text pooled means ``[B, L, d]`` of ``n_tokens`` ``[B]`` tokens."""
         try:
             idx = torch.tensor([self._index[x] for x in labels], dtype=torch.long,
                                device=self.device)
@@ -80,7 +79,7 @@ class StoryAccumulator:
         n = n_tokens.to(self.device, torch.long)
         if bool((n <= 0).any()):
             raise CorpusError("a text has no tokens to pool (empty text?)")
-        means = sums.to(self.device, self.sums.dtype) / n[:, None, None].to(self.sums.dtype)
+        means = means.to(self.device, self.sums.dtype)
         if not bool(torch.isfinite(means).all()):
             raise CorpusError("pooled activations contain NaN or inf")
         self.sums.index_add_(0, idx, means)

@@ -72,7 +72,7 @@ class PassStats:
     texts: int = 0
     tokens: int = 0
     padded_tokens: int = 0
-    adapted: int = 0  # texts shorter than 2 * token_skip, whose skip was halved
+    adapted: int = 0  # texts shorter than 4 * token_skip, whose skip was shortened
     seconds: float = 0.0
 
     @property
@@ -147,16 +147,18 @@ def compute_model(lm: LanguageModel, dtype: Any = None) -> LanguageModel:
 
 
 @torch.inference_mode()
-def _pooled_sums(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
-                 token_skip: int, early_exit: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-text float32 token sums ``[B, L, d]`` and counts ``[B]``, on the model's device.
+def _pooled_means(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
+                  token_skip: int, early_exit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-text float32 pooled means ``[B, L, d]`` and pooled-token counts ``[B]``.
 
-    Reduced inside each hook (no ``[B, T, d]`` per layer is kept) and stopped after the
-    deepest layer.
+    The one pooling rule of the read path (:func:`emolens.hooks.pool_mask` over the
+    tokens :meth:`~emolens.model.ModelAdapter.pool_exclude` leaves, massive-norm sinks
+    dropped per layer), reduced inside each hook (no ``[B, T, d]`` per layer is kept) and
+    stopped after the deepest layer.
     """
-    mask = hooks.pool_mask(batch["attention_mask"], token_skip)
+    mask = hooks.pool_mask(batch["attention_mask"], token_skip, lm.pool_exclude(batch))
     store = hooks.run_capture(lambda: lm.forward(batch), lm.layer_modules(layers),
-                              reduce=lambda _i, h: hooks.masked_sum(h, mask),
+                              reduce=lambda _i, h: hooks.pooled_mean(h, mask),
                               early_exit=early_exit)
     device = mask.device
     return torch.stack([store[i].to(device) for i in layers], dim=1), mask.sum(-1)
@@ -166,21 +168,21 @@ def _story_batches(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int
                    token_skip: int, batch_size: int, sort_by_length: bool, early_exit: bool,
                    chat: bool, max_length: int, progress: bool, desc: str, stats: PassStats
                    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Yield ``(indices, sums [B, L, d], counts [B])`` batch by batch; fill ``stats``."""
+    """Yield ``(indices, means [B, L, d], counts [B])`` batch by batch; fill ``stats``."""
     ids = _tokenize(lm, texts, chat, max_length)
     stats.texts += len(texts)
     started = time.perf_counter()
     with _progress(len(texts), desc, progress) as bar:
         for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
             batch = lm.pad([ids[i] for i in batch_idx])
-            sums, n = _pooled_sums(lm, batch, layers, token_skip, early_exit)
+            means, n = _pooled_means(lm, batch, layers, token_skip, early_exit)
             if bool((n == 0).any()):
                 raise CorpusError("a text has no tokens to pool (empty text?)")
             real = batch["attention_mask"].sum(-1)
             stats.tokens += int(real.sum())
             stats.padded_tokens += int(batch["attention_mask"].numel())
-            stats.adapted += int((real < 2 * token_skip).sum())
-            yield batch_idx, sums, n
+            stats.adapted += int((real < 4 * token_skip).sum())
+            yield batch_idx, means, n
             bar.update(len(batch_idx))
     stats.seconds += time.perf_counter() - started
 
@@ -190,12 +192,13 @@ def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[in
                     sort_by_length: bool = True, early_exit: bool = True, chat: bool = False,
                     max_length: int = 512, progress: bool = False, desc: str = "pooling"
                     ) -> tuple[np.ndarray, np.ndarray, PassStats]:
-    """Mean residual ``[N, L, d]`` of each text over its tokens from ``token_skip`` on.
+    """Mean residual ``[N, L, d]`` of each text over its content tokens from ``token_skip`` on.
 
     Returns the means, the pooled token counts ``[N]``, and what the pass cost. A text
-    shorter than ``2 * token_skip`` tokens is pooled over its second half. This keeps one
-    row per text, for analyses that need them; an extraction (:func:`collect`) folds each
-    batch into running sums instead.
+    shorter than ``4 * token_skip`` content tokens skips a quarter of them
+    (:func:`emolens.hooks.effective_skip`); the sink and special tokens are never pooled.
+    This keeps one row per text, for analyses that need them; an extraction
+    (:func:`collect`) folds each batch into running sums instead.
 
     >>> means, counts, cost = pooled_features(lm, ["The rain fell all night.", "Hi there."],
     ...                                       [1, 3], token_skip=2)
@@ -205,11 +208,11 @@ def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[in
     means = np.zeros((len(texts), len(layers), lm.hidden_size), np.float32)
     counts = np.zeros(len(texts), np.int64)
     stats = PassStats()
-    for batch_idx, sums, n in _story_batches(
+    for batch_idx, pooled, n in _story_batches(
             lm, texts, layers, token_skip=token_skip, batch_size=batch_size,
             sort_by_length=sort_by_length, early_exit=early_exit, chat=chat,
             max_length=max_length, progress=progress, desc=desc, stats=stats):
-        means[batch_idx] = (sums / n[:, None, None]).float().cpu().numpy()
+        means[batch_idx] = pooled.float().cpu().numpy()
         counts[batch_idx] = n.cpu().numpy()
     return means, counts, stats
 
@@ -222,7 +225,7 @@ def _neutral_pass(lm: LanguageModel, texts: Sequence[str], acc: NeutralAccumulat
     with _progress(len(texts), "neutral", progress) as bar:
         for batch_idx in length_batches([len(r) for r in ids], batch_size):
             batch = lm.pad([ids[i] for i in batch_idx])
-            keep = hooks.pool_mask(batch["attention_mask"], token_skip)
+            keep = hooks.pool_mask(batch["attention_mask"], token_skip, lm.pool_exclude(batch))
             with torch.inference_mode():
                 hooks.run_capture(lambda b=batch: lm.forward(b), modules,
                                   reduce=lambda i, h, k=keep: acc.add_layer(i, h[k.to(h.device)]))
@@ -462,11 +465,11 @@ def _accumulate(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     acc = StoryAccumulator(labels, layers, lm.hidden_size, lm.device)
     cost = PassStats()
     story_labels = [r.emotion for r in stories]
-    for batch_idx, sums, n in _story_batches(
+    for batch_idx, means, n in _story_batches(
             lm, [r.text for r in stories], layers, token_skip=token_skip,
             batch_size=batch_size, sort_by_length=sort_by_length, early_exit=early_exit,
             chat=False, max_length=512, progress=progress, desc="stories", stats=cost):
-        acc.add([story_labels[i] for i in batch_idx], sums, n)
+        acc.add([story_labels[i] for i in batch_idx], means, n)
     neutral = None
     if with_neutral:
         neutral = NeutralAccumulator(layers, lm.hidden_size, lm.device)
