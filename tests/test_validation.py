@@ -382,9 +382,12 @@ def test_cli_validate_json_and_figure(tmp_path, capsys, llama):
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["analysis"] == "scenarios" and data["layer"] == 1
-    assert np.array(data["scores"]).shape == (12, 12)
+    for block in ("in_project", "fresh"):  # two batteries: in-project and fresh wording
+        assert np.array(data[block]["scores"]).shape == (12, 12)
     assert (out / "scenarios.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((out / "scenarios.json").read_text())["accuracy"]["n"] == 12
+    assert (out / "scenarios-fresh.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((out / "scenarios.json").read_text())
+    assert saved["in_project"]["accuracy"]["n"] == saved["fresh"]["top3"]["n"] == 12
     # a non-default model without --vectors is one clear error line, exit code 2
     assert main(["validate", "intensity", "--model", str(model_dir)]) == 2
     assert "--vectors" in capsys.readouterr().err

@@ -29,7 +29,7 @@ __all__ = ["BUILTIN", "BUILTIN_NAMES", "Analysis", "Context", "Option", "Result"
            "get", "register", "unregister"]
 
 #: The built-in analysis modules, in report order.
-BUILTIN = ("layer_sweep", "heldout", "logit_lens", "scenarios", "intensity",
+BUILTIN = ("layer_sweep", "heldout", "outofstyle", "logit_lens", "scenarios", "intensity",
            "steering_validation", "emotion_space", "speakers", "steering_sweep",
            "preference", "blackmail", "reward_hacking", "sycophancy", "compare")
 

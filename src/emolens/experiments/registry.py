@@ -360,7 +360,7 @@ def analyses(names: Sequence[str] | None = None) -> list[Analysis]:
 
     >>> from emolens.experiments import analyses
     >>> [a.name for a in analyses()][:3]
-    ['layers', 'heldout', 'logit-lens']
+    ['layers', 'heldout', 'outofstyle']
     """
     if names is None:
         return list(_REGISTRY.values())

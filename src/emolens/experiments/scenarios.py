@@ -1,6 +1,14 @@
 """Implicit scenarios (paper-spec 5.3): 12 user prompts that imply an emotion without naming
 it, read with the 12 core probes at ``assistant_start``.
 
+The analysis reads two batteries side by side: the study's twelve in the project's own
+wording (:data:`~emolens.concepts.IMPLICIT_SCENARIOS`) and twelve in fresh wording from the
+evaluation set (:func:`~emolens.concepts.evalset.load_eval_scenarios`, written apart and
+never used to choose anything). Each reports the target's place among the z-scored probes
+(first, top 3) and the raw scores' *dominance*: how many scenarios rank the single most
+frequent raw winner first (a direction that is high on every text shows as 10/12;
+:func:`~emolens.experiments.outofstyle.dominance`).
+
 >>> M = np.array([[0.3, 0.1], [0.2, 0.4], [0.5, 0.0]])
 >>> s = diagonal_stats(M, [0, 1, 0])
 >>> s["raw_accuracy"].hits, s["z_accuracy"].hits
@@ -15,23 +23,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emolens.concepts import CORE_EMOTIONS, IMPLICIT_SCENARIOS
+from emolens.concepts import CORE_EMOTIONS, IMPLICIT_SCENARIOS, Scenario
+from emolens.concepts.evalset import load_eval_scenarios
 from emolens.errors import EmolensError
 from emolens.experiments.common import (
     fmt_p,
-    read_at_assistant_start,
+    read_scores,
     require_emotions,
     resolve_layer,
+    user_chat,
 )
-from emolens.experiments.registry import Analysis, Context, Result, register
+from emolens.experiments.outofstyle import dominance
+from emolens.experiments.registry import Analysis, Context, Option, Result, register
+from emolens.readout import resolve_mode
 from emolens.stats import Rate, binomial_p, format_rate, rank_of_true, rate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.concepts import Scenario
+    from emolens.concepts.evalset import EvalScenario
     from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
-__all__ = ["ScenarioResult", "diagonal_stats", "implicit_scenarios", "zscore_columns"]
+__all__ = ["ScenarioComparison", "ScenarioResult", "diagonal_stats", "fresh_scenarios",
+           "implicit_scenarios", "read_at_reply_start", "zscore_columns"]
 
 
 def zscore_columns(M: Any) -> np.ndarray:
@@ -50,8 +63,9 @@ def diagonal_stats(M: Any, targets: Sequence[int]) -> dict[str, Any]:
     """How often each row's target column wins, raw and after z-scoring each column.
 
     ``M[i, j]`` is probe ``j`` on item ``i``; ``targets[i]`` the probe item ``i`` should
-    light up. Returns Rates (``raw_accuracy``, ``z_accuracy``), mean ranks (1 = best) and
-    one-sided binomial p-values against chance ``1 / n_probes``.
+    light up. Returns Rates (``raw_accuracy``, ``z_accuracy``; ``raw_top3``, ``z_top3``: the
+    target among the row's 3 highest, ties favouring it), mean ranks (1 = best) and
+    one-sided binomial p-values of the top-1 rates against chance ``1 / n_probes``.
 
     >>> s = diagonal_stats([[0.9, 0.5], [0.8, 0.6]], [0, 1])
     >>> s["raw_accuracy"].hits, s["z_accuracy"].hits, s["raw_mean_rank"]
@@ -61,27 +75,48 @@ def diagonal_stats(M: Any, targets: Sequence[int]) -> dict[str, Any]:
     t = np.asarray(targets, dtype=np.int64)
     Z = zscore_columns(A)
     chance = 1.0 / A.shape[1]
-    out: dict[str, Any] = {"chance": chance}
+    out: dict[str, Any] = {"chance": chance, "chance_top3": min(3, A.shape[1]) / A.shape[1]}
     for tag, X in (("raw", A), ("z", Z)):
         hits = int((X.argmax(axis=1) == t).sum())
+        ranks = rank_of_true(X, t)
         out[f"{tag}_accuracy"] = rate(hits, len(t))
-        out[f"{tag}_mean_rank"] = float(rank_of_true(X, t).mean())
+        out[f"{tag}_top3"] = rate(int((ranks <= 3).sum()), len(t))
+        out[f"{tag}_mean_rank"] = float(ranks.mean())
         out[f"{tag}_p"] = binomial_p(hits, len(t), chance)
     return out
 
 
+def read_at_reply_start(lm: LanguageModel, vectors: EmotionVectors, messages: Sequence[str],
+                        layer: int, emotions: Sequence[str], batch_size: int = 16,
+                        mode: str = "auto") -> np.ndarray:
+    """Scores ``[len(messages), E]`` at ``assistant_start`` of one user turn per message,
+    with the read-out ``mode`` (:func:`~emolens.experiments.common.read_scores`).
+
+    >>> read_at_reply_start(lm, vecs, ["Hi", "Bye"], 2, ["calm"], mode="cosine").shape
+    (2, 1)
+    """
+    if not messages:
+        return np.zeros((0, len(emotions)))
+    encs = [lm.encode_chat(user_chat(m), add_generation_prompt=True) for m in messages]
+    got = read_scores(lm, vectors, [e.input_ids for e in encs], layer, emotions,
+                      positions=[[e.assistant_start] for e in encs], batch_size=batch_size,
+                      mode=mode)
+    return np.stack([g[0] for g in got])
+
+
 @dataclass(frozen=True, eq=False)
 class ScenarioResult(Result):
-    """Probe x scenario read-outs at ``assistant_start``.
+    """Probe x scenario read-outs at ``assistant_start``, for one battery of scenarios.
 
-    ``scores[i, j]``: cosine of scenario ``i``'s activation with probe ``j``; ``zscores``
-    the same with each probe z-scored across scenarios. The headline is the z-scored
-    diagonal accuracy: like the study's figure it compares each probe with itself across
-    scenarios, so a probe that is high everywhere (the study saw "loving") does not win
-    every row. Raw numbers are reported beside it.
+    ``scores[i, j]``: scenario ``i``'s read-out with probe ``j``; ``zscores`` the same with
+    each probe z-scored across scenarios. The headline is the z-scored diagonal accuracy:
+    like the study's figure it compares each probe with itself across scenarios, so a probe
+    that is high everywhere (the study saw "loving") does not win every row. ``top3``: the
+    target among the 3 highest z-scores. ``dominant``/``dominance``: the probe ranked first
+    by the raw scores most often and on how many scenarios (see :func:`dominance`).
     """
 
-    kind = "scenarios"
+    kind = "scenario_battery"
 
     layer: int
     labels: tuple[str, ...]
@@ -97,18 +132,29 @@ class ScenarioResult(Result):
     raw_p_value: float
     chance: float
     probe_means: dict[str, float]
+    top3: Rate
+    chance_top3: float
+    dominant: str
+    dominance: Rate
+    wording: str = "in-project wording"
+    mode: str = "auto"
     analysis: str = "scenarios"
 
     def summary(self) -> str:
         """A readable table."""
-        lines = [f"Implicit scenarios at assistant_start (layer {self.layer}, "
-                 f"{len(self.labels)} scenarios x {len(self.probes)} probes)",
+        d = self.dominance
+        lines = [f"Implicit scenarios, {self.wording}, at assistant_start (layer {self.layer}, "
+                 f"read-out {self.mode}, {len(self.labels)} scenarios x {len(self.probes)} "
+                 "probes)",
                  f"  diagonal accuracy, z-scored per probe (headline)  "
                  f"{format_rate(self.accuracy)}  mean rank {self.mean_rank:.2f}  "
                  f"p {fmt_p(self.p_value)}",
-                 f"  diagonal accuracy, raw cosine                     "
+                 f"  target in the z-scored top 3                      "
+                 f"{format_rate(self.top3)}  chance {self.chance_top3:.3f}",
+                 f"  diagonal accuracy, raw read-out                   "
                  f"{format_rate(self.raw_accuracy)}  mean rank {self.raw_mean_rank:.2f}  "
                  f"p {fmt_p(self.raw_p_value)}",
+                 f"  raw dominance: {self.dominant} ranks first for {d.hits} of {d.n}",
                  f"  chance {self.chance:.3f}, mean rank by chance "
                  f"{(len(self.probes) + 1) / 2:.1f}"]
         for i, (lab, tgt) in enumerate(zip(self.labels, self.targets, strict=True)):
@@ -121,7 +167,8 @@ class ScenarioResult(Result):
 def implicit_scenarios(lm: LanguageModel, vectors: EmotionVectors, layer: Any = None,
                        scenarios: Sequence[Scenario] = IMPLICIT_SCENARIOS,
                        probes: Sequence[str] = CORE_EMOTIONS,
-                       batch_size: int = 16) -> ScenarioResult:
+                       batch_size: int = 16, mode: str = "auto",
+                       wording: str = "in-project wording") -> ScenarioResult:
     """Read the core probes at ``assistant_start`` of each implicit-emotion scenario.
 
     >>> from emolens.concepts import IMPLICIT_SCENARIOS
@@ -131,30 +178,97 @@ def implicit_scenarios(lm: LanguageModel, vectors: EmotionVectors, layer: Any = 
     (True, True)
     """
     layer = resolve_layer(lm, vectors, layer)
+    used = resolve_mode(vectors, mode)
     probes = require_emotions(vectors, list(probes), "the scenario check")
     pindex = {e: j for j, e in enumerate(probes)}
     unknown = [s.target for s in scenarios if s.target not in pindex]
     if unknown:
         raise EmolensError(f"scenario targets {unknown} are not among the probes")
-    S = read_at_assistant_start(lm, vectors, [s.message for s in scenarios], layer, probes,
-                                batch_size)
+    if not scenarios:
+        raise EmolensError("the scenario check needs at least one scenario")
+    S = read_at_reply_start(lm, vectors, [s.message for s in scenarios], layer, probes,
+                            batch_size, mode)
     st = diagonal_stats(S, [pindex[s.target] for s in scenarios])
+    top, share = dominance(S)
     return ScenarioResult(
         layer=layer, labels=tuple(s.label for s in scenarios),
         targets=tuple(s.target for s in scenarios), probes=tuple(probes), scores=S,
         zscores=zscore_columns(S), accuracy=st["z_accuracy"], mean_rank=st["z_mean_rank"],
         p_value=st["z_p"], raw_accuracy=st["raw_accuracy"], raw_mean_rank=st["raw_mean_rank"],
         raw_p_value=st["raw_p"], chance=st["chance"],
-        probe_means={e: float(S[:, j].mean()) for j, e in enumerate(probes)})
+        probe_means={e: float(S[:, j].mean()) for j, e in enumerate(probes)},
+        top3=st["z_top3"], chance_top3=st["chance_top3"], dominant=probes[top],
+        dominance=share, wording=wording, mode=used)
 
 
-def _run(ctx: Context) -> ScenarioResult:
-    return implicit_scenarios(ctx.model(), ctx.vectors, layer=ctx.layer,
-                              batch_size=ctx.batch_size)
+def _label(text: str, words: int = 4) -> str:
+    """A short row label from a message's first words.
+
+    >>> _label("I'm on the porch with a mug of tea.")
+    "I'm on the porch ..."
+    """
+    parts = text.split()
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+def fresh_scenarios(lm: LanguageModel, vectors: EmotionVectors, layer: Any = None,
+                    scenarios: Sequence[EvalScenario] | None = None,
+                    probes: Sequence[str] = CORE_EMOTIONS, batch_size: int = 16,
+                    mode: str = "auto") -> ScenarioResult:
+    """:func:`implicit_scenarios` on the evaluation set's scenarios in fresh wording
+    (default: :func:`~emolens.concepts.evalset.load_eval_scenarios`, one per core emotion).
+
+    >>> from emolens.concepts.evalset import load_eval_scenarios
+    >>> mine = [s for s in load_eval_scenarios() if s.emotion in vecs]
+    >>> r = fresh_scenarios(lm, vecs, scenarios=mine, probes=vecs.emotions)
+    >>> r.wording, r.top3.n, r.dominance.n
+    ('fresh wording', 6, 6)
+    """
+    battery = load_eval_scenarios() if scenarios is None else list(scenarios)
+    return implicit_scenarios(
+        lm, vectors, layer, [Scenario(_label(s.text), s.emotion, s.text) for s in battery],
+        probes, batch_size, mode, wording="fresh wording")
+
+
+@dataclass(frozen=True, eq=False)
+class ScenarioComparison(Result):
+    """The scenario check on two batteries side by side: ``in_project`` (the study's twelve
+    in the project's wording) and ``fresh`` (the evaluation set's twelve, fresh wording)."""
+
+    kind = "scenarios"
+
+    layer: int
+    mode: str
+    in_project: ScenarioResult
+    fresh: ScenarioResult
+    analysis: str = "scenarios"
+
+    def summary(self) -> str:
+        """Both blocks, labelled."""
+        return f"{self.in_project.summary()}\n\n{self.fresh.summary()}"
+
+    def to_json(self) -> dict[str, Any]:
+        """``in_project`` and ``fresh`` as their own blocks."""
+        return {"kind": self.kind, "analysis": self.analysis, "layer": self.layer,
+                "mode": self.mode, "in_project": self.in_project.to_json(),
+                "fresh": self.fresh.to_json()}
+
+
+def _run(ctx: Context, mode: str) -> ScenarioComparison:
+    lm = ctx.model()
+    layer = resolve_layer(lm, ctx.vectors, ctx.layer)
+    mine = implicit_scenarios(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size,
+                              mode=mode)
+    fresh = fresh_scenarios(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size, mode=mode)
+    return ScenarioComparison(layer, mine.mode, mine, fresh)
 
 
 ANALYSIS = register(Analysis(
     name="scenarios", title="Implicit scenarios read at the start of the reply", section="5.3",
-    description="Twelve user prompts that imply an emotion without naming it, read with the "
-                "core probes at assistant_start: does each scenario light up its target?",
-    study="A strong diagonal: each scenario lights up its target emotion.", run=_run))
+    description="User prompts that imply an emotion without naming it, read with the core "
+                "probes at assistant_start: does each scenario light up its target? Twelve "
+                "in the project's own wording and twelve in fresh wording (the evaluation "
+                "set), side by side.",
+    study="A strong diagonal: each scenario lights up its target emotion.", run=_run,
+    options=(Option("mode", "auto", "read-out mode passed to the read path (auto, cosine, "
+                                    "centered, projection, or a head the file stores)"),)))

@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 from emolens.errors import EmolensError
 from emolens.report import behaviour_plots, plots, preference_plots
 
-__all__ = ["FIGURES", "figure_for", "figures_of", "save_figures", "scenario_figure",
-           "steering_figure"]
+__all__ = ["FIGURES", "figure_for", "figures_of", "intensity_figure", "save_figures",
+           "scenario_figure", "steering_figure"]
 
 FigureFn = Callable[[Any], dict[str, Figure]]
 
@@ -112,51 +112,93 @@ def _logit_lens(r: Any) -> dict[str, Figure]:
 
 
 def scenario_figure(r: Any, zscored: bool = True) -> Figure:
-    """The scenario x probe matrix of a scenarios result (z-scored per probe unless
-    ``zscored=False``)."""
+    """The scenario x probe matrix of one battery of a scenarios result (z-scored per probe
+    unless ``zscored=False``)."""
     M = r.zscores if zscored else r.scores
     acc = r.accuracy if zscored else r.raw_accuracy
-    what = "z-scored within each probe" if zscored else "raw cosine"
+    what = "z-scored within each probe" if zscored else "raw read-out"
     rows = [f"{lab} ({tgt})" for lab, tgt in zip(r.labels, r.targets, strict=True)]
     return plots.fig_probe_matrix(
         M, rows, r.probes,
         # one line: fig_probe_matrix draws a newline as a visible "\n"
-        title=f"Implicit scenarios at assistant_start, layer {r.layer}, {what}: "
-              f"target wins {acc.hits}/{acc.n} rows (chance {r.chance:.2f})",
+        title=f"Implicit scenarios ({r.wording}) at assistant_start, layer {r.layer}, "
+              f"{what}: target wins {acc.hits}/{acc.n} rows (chance {r.chance:.2f})",
         value_label="z-score within probe" if zscored else "read-out",
         fmt=".1f" if zscored else ".2f")
 
 
-@figure_for("scenarios")
-def _scenarios(r: Any) -> dict[str, Figure]:
+@figure_for("scenario_battery")
+def _scenario_battery(r: Any) -> dict[str, Figure]:
     return {"main": scenario_figure(r)}
 
 
-@figure_for("intensity")
-def _intensity(r: Any) -> dict[str, Figure]:
+@figure_for("scenarios")
+def _scenarios(r: Any) -> dict[str, Figure]:
+    return {"main": scenario_figure(r.in_project), "fresh": scenario_figure(r.fresh)}
+
+
+def intensity_figure(r: Any) -> Figure | None:
+    """The sweeps of one battery of an intensity result, one panel per template (None
+    when there is nothing to draw)."""
     panels = []
     for t in r.templates:
-        xs = np.asarray(t.values, dtype=np.float64)
+        by_value = tuple(float(v) for v in t.values) == tuple(t.order)
+        xs = np.asarray(t.values if by_value else t.order, dtype=np.float64)
         pos = xs[xs > 0]
-        logx = bool(pos.size >= 2 and pos.max() / pos.min() >= 25)
+        logx = bool(by_value and pos.size >= 2 and pos.max() / pos.min() >= 25)
         right = sum(t.correct.values())
         # each line minus its own mean: the trend is what is tested, and emotions sit at
         # very different levels (the levels are in the legend)
         series = {}
-        for e in r.emotions:
+        for e in (e for e in r.emotions if e in t.expected):
             rho = t.rho[e].r
             rho_txt = "n/a" if not math.isfinite(rho) else f"{rho:.2f}"
             label = (f"{e} (mean {np.mean(t.readouts[e]):+.3f}, rho {rho_txt}"
                      f"{'' if t.correct[e] else ', wrong sign'})")
             series[label] = np.asarray(t.readouts[e]) - np.mean(t.readouts[e])
-        panels.append((f"{t.name} ({right}/{len(t.correct)} signs as expected)", xs, series,
-                       logx))
+        where = "" if by_value else "; x: rank in severity order"
+        panels.append((f"{t.name} ({right}/{len(t.correct)} signs as expected{where})", xs,
+                       series, logx))
     if not panels or not r.emotions:
-        return {}
-    return {"main": plots.fig_intensity_grid(
-        panels, f"Intensity sweeps at assistant_start, layer {r.layer}: "
+        return None
+    return plots.fig_intensity_grid(
+        panels, f"Intensity sweeps ({r.wording}) at assistant_start, layer {r.layer}: "
                 f"{r.signs.hits}/{r.signs.n} signs as expected",
-        ylabel="read-out minus its mean over the values")}
+        ylabel="read-out minus its mean over the values")
+
+
+@figure_for("intensity_battery")
+def _intensity_battery(r: Any) -> dict[str, Figure]:
+    fig = intensity_figure(r)
+    return {"main": fig} if fig is not None else {}
+
+
+@figure_for("intensity")
+def _intensity(r: Any) -> dict[str, Figure]:
+    out = {}
+    for name, block in (("main", r.in_project), ("fresh", r.fresh)):
+        fig = intensity_figure(block)
+        if fig is not None:
+            out[name] = fig
+    return out
+
+
+@figure_for("outofstyle")
+def _outofstyle(r: Any) -> dict[str, Figure]:
+    out = {}
+    o = r.out_of_style
+    for name, groups, what in (("main", r.by_register, "register"),
+                               ("lengths", r.by_length, "length")):
+        if not groups:
+            continue
+        rates = list(groups.values())
+        out[name] = plots.fig_bar_ci(
+            list(groups), [x.value for x in rates], [x.ci_low for x in rates],
+            [x.ci_high for x in rates],
+            f"Out-of-style texts by {what}: true emotion in the top 3 of {o.n_emotions} "
+            f"(layer {r.layer}, read-out {r.mode_used})", "top-3 accuracy",
+            ns=[x.n for x in rates], chance=o.chance_top3)
+    return out
 
 
 def steering_figure(r: Any, prompt: str | None = None) -> Figure:

@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from emolens.lens import LanguageModel
     from emolens.vectors import EmotionVectors
 
-__all__ = ["build_report", "cache_key", "render_html", "run_sections", "vectors_key"]
+__all__ = ["TABLES", "build_report", "cache_key", "outofstyle_table", "render_html",
+           "run_sections", "vectors_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,73 @@ def run_sections(ctx: Context, out: str | Path, chosen: Sequence[str | Analysis]
     return entries
 
 
+def _rate_cell(r: Mapping[str, Any] | None) -> str:
+    """A rate from a section's JSON as a table cell: value, hits/n and the 95% interval."""
+    if not r or r.get("value") is None:
+        return "n/a"
+    lo, hi = r.get("ci_low"), r.get("ci_high")
+    ci = f"; 95% CI {lo:.2f}-{hi:.2f}" if lo is not None and hi is not None else ""
+    return f"{r['value']:.2f} ({r['hits']}/{r['n']}{ci})"
+
+
+def outofstyle_table(data: Mapping[str, Any]) -> str:
+    """In-style held-out and out-of-style accuracy side by side, from an ``outofstyle``
+    section's numbers (its ``to_json()``), with the sentence that says which is which.
+
+    >>> from emolens.stats import rate
+    >>> acc = {"n_texts": 4, "n_emotions": 171, "top1": rate(1, 4), "top3": rate(2, 4),
+    ...        "top5": rate(3, 4), "chance_top1": 1 / 171, "chance_top3": 3 / 171,
+    ...        "chance_top5": 5 / 171, "core_emotions": ["a", "b"], "core": rate(1, 2),
+    ...        "eight_emotions": ["a", "b"], "eight": None}
+    >>> from emolens.experiments.registry import jsonable
+    >>> t = outofstyle_table(jsonable({"out_of_style": acc, "in_style": acc, "note": "N."}))
+    >>> "171-way top-3" in t and "0.50 (2/4; 95% CI" in t and "<p>N.</p>" in t
+    True
+    """
+    esc = html.escape
+    out = data.get("out_of_style") or {}
+    if not out:
+        return ""
+    cols = []
+    for key, heading, unit in (("in_style", "in-style held-out", "texts"),
+                               ("in_style_stories", "in-style, stories only", "stories"),
+                               ("out_of_style", "out-of-style", "texts")):
+        block = data.get(key)
+        if block:
+            cols.append((f"{heading} ({block.get('n_texts', 0)} {unit})", block))
+    n = out.get("n_emotions", "?")
+    core, eight = list(out.get("core_emotions") or ()), list(out.get("eight_emotions") or ())
+
+    def chance(x: Any) -> str:
+        if isinstance(x, list):
+            return f"{1 / len(x):.3f}" if x else "n/a"
+        return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+    rows = [(f"{n}-way top-1", "top1", chance(out.get("chance_top1"))),
+            (f"{n}-way top-3", "top3", chance(out.get("chance_top3"))),
+            (f"{n}-way top-5", "top5", chance(out.get("chance_top5"))),
+            (f"{len(core)}-way (core emotions)", "core", chance(core)),
+            (f"{len(eight)}-way ({', '.join(eight)})", "eight", chance(eight))]
+    head = ("<tr><th></th>" + "".join(f"<th>{esc(h)}</th>" for h, _ in cols)
+            + "<th>chance</th></tr>")
+    body = "".join(
+        f"<tr><th>{esc(label)}</th>"
+        + "".join(f"<td>{esc(_rate_cell(block.get(key)))}</td>" for _, block in cols)
+        + f"<td>{esc(ch)}</td></tr>" for label, key, ch in rows)
+    note = f"<p>{esc(str(data['note']))}</p>" if data.get("note") else ""
+    return f"{note}<table class='side-by-side'>{head}{body}</table>"
+
+
+#: Result kind -> the function that renders an HTML table from the section's numbers.
+TABLES: dict[str, Callable[[Mapping[str, Any]], str]] = {"outofstyle": outofstyle_table}
+
+
+def _section_table(entry: Mapping[str, Any]) -> str:
+    data = entry.get("data") or {}
+    fn = TABLES.get(str(data.get("kind", "")))
+    return fn(data) if fn is not None and not entry.get("error") else ""
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1d2330;line-height:1.5}
@@ -136,7 +204,8 @@ section{border-top:1px solid #d9dde5;margin-top:2em;padding-top:.5em}
 border-left:4px solid #3d6fd8;white-space:pre-line}.error{border-left-color:#c43d3d}
 img{max-width:100%;border:1px solid #e3e6ec;margin:.5em 0}
 table{border-collapse:collapse;font-size:.93em}td,th{border:1px solid #d9dde5;padding:.3em .6em;
-text-align:left}th{background:#eef1f6}details pre{font-size:.8em;overflow:auto;max-height:24em}
+text-align:left}th{background:#eef1f6}.side-by-side{margin:.5em 0}
+details pre{font-size:.8em;overflow:auto;max-height:24em}
 """
 
 
@@ -172,7 +241,7 @@ def render_html(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any])
         parts.append(
             f"<section id='{esc(e['key'])}'><h2>{esc(e['title'])}</h2>{desc}"
             f"<p class='study'>Study{section}: {esc(e['study'])}</p>"
-            f"<p class='{klass}'>{esc(e['summary'])}</p>{figs}"
+            f"<p class='{klass}'>{esc(e['summary'])}</p>{_section_table(e)}{figs}"
             f"<details><summary>Numbers</summary><pre>{data}</pre></details></section>")
     parts.append("</body></html>")
     return "\n".join(parts)
