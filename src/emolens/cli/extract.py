@@ -4,6 +4,10 @@
 records the model, corpus, token skip and ``i/n``; ``emolens extract merge PREFIX... --out
 FILE`` checks that the shards are ``0/n .. n-1/n`` of one run and builds the vectors without
 loading the model.
+
+``--corpus default:dialogue`` builds the study's dialogue-probe variant: vectors from chats
+whose assistant reply is a first-person emotional text, pooled over the reply only; the file
+records ``corpus``, ``corpus_variant`` and ``corpus_registers`` in its metadata.
 """
 
 from __future__ import annotations
@@ -39,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "With --shard i/n only that share of the corpus is read and its "
                        "statistics saved; 'emolens extract merge' combines the shards exactly.")
     add_model_args(p)
-    p.add_argument("--corpus", default="default", help="corpus folder, or 'default' (curated)")
+    p.add_argument("--corpus", default="default",
+                   help="corpus folder or JSONL file; 'default' (the curated corpus: stories "
+                   "and six registers), or 'default:dialogue' (the study's dialogue-probe "
+                   "variant: first-person texts as the assistant's reply to a neutral user "
+                   "message, pooled over the reply)")
     p.add_argument("--out", required=True, type=output_file,
                    help="vector file to write (.safetensors); with --shard, a prefix: the "
                    "shard goes to PREFIX.shard.safetensors")

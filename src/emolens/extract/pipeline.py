@@ -86,4 +86,5 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
                     result["recommended_layer"], best["top1"], best["top5"],
                     result["n_heldout"])
     return vecs.with_meta(story_tokens_per_second=round(p.tokens_per_second, 1),
-                          extraction_dtype=str(work.dtype).replace("torch.", ""))
+                          extraction_dtype=str(work.dtype).replace("torch.", ""),
+                          **corpus.provenance())  # corpus, corpus_variant, corpus_registers

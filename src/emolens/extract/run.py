@@ -146,17 +146,43 @@ def compute_model(lm: LanguageModel, dtype: Any = None) -> LanguageModel:
     return out
 
 
+def _story_ids(lm: LanguageModel, items: Sequence[str | Record], chat: bool, max_length: int
+               ) -> tuple[list[list[int]], list[int]]:
+    """Token rows, and the token where each row's pooling starts (-1: the token-skip rule):
+    a record whose ``turns`` end with the assistant's message (the dialogue variant) is read
+    through the chat template up to the end of that message and pooled over its content."""
+    rows, starts = [], []
+    for x in items:
+        turns = getattr(x, "turns", None)
+        if turns and turns[-1]["role"] == "assistant":
+            enc = lm.encode_chat(turns, add_generation_prompt=False)
+            start, end = enc.message_tokens[-1]
+            rows.append(enc.input_ids[:min(end, max_length)])
+        else:
+            rows += _tokenize(lm, [getattr(x, "text", x)], chat, max_length)
+            start = -1
+        starts.append(start)
+    return rows, starts
+
+
 @torch.inference_mode()
 def _pooled_means(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
-                  token_skip: int, early_exit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  token_skip: int, early_exit: bool, starts: Sequence[int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-text float32 pooled means ``[B, L, d]`` and pooled-token counts ``[B]``.
 
     The one pooling rule of the read path (:func:`emolens.hooks.pool_mask` over the
     tokens :meth:`~emolens.model.ModelAdapter.pool_exclude` leaves, massive-norm sinks
     dropped per layer), reduced inside each hook (no ``[B, T, d]`` per layer is kept) and
-    stopped after the deepest layer.
+    stopped after the deepest layer. A row whose ``starts`` entry is ``>= 0`` pools every
+    content token from that token on, unskipped (an assistant's reply, see :func:`_story_ids`).
     """
-    mask = hooks.pool_mask(batch["attention_mask"], token_skip, lm.pool_exclude(batch))
+    exclude = lm.pool_exclude(batch)
+    mask = hooks.pool_mask(batch["attention_mask"], token_skip, exclude)
+    if starts is not None:
+        at = torch.as_tensor(starts, device=mask.device)[:, None]
+        ranks = hooks.token_ranks(batch["attention_mask"]).to(mask.device)
+        mask = torch.where(at >= 0, (ranks >= at) & ~exclude.to(mask.device), mask)
     store = hooks.run_capture(lambda: lm.forward(batch), lm.layer_modules(layers),
                               reduce=lambda _i, h: hooks.pooled_mean(h, mask),
                               early_exit=early_exit)
@@ -164,30 +190,32 @@ def _pooled_means(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Seq
     return torch.stack([store[i].to(device) for i in layers], dim=1), mask.sum(-1)
 
 
-def _story_batches(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
+def _story_batches(lm: LanguageModel, texts: Sequence[str | Record], layers: Sequence[int], *,
                    token_skip: int, batch_size: int, sort_by_length: bool, early_exit: bool,
                    chat: bool, max_length: int, progress: bool, desc: str, stats: PassStats
                    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Yield ``(indices, means [B, L, d], counts [B])`` batch by batch; fill ``stats``."""
-    ids = _tokenize(lm, texts, chat, max_length)
+    """Yield ``(indices, means [B, L, d], counts [B])`` of texts or records (chats are pooled
+    over the assistant's reply, see :func:`_story_ids`) batch by batch; fill ``stats``."""
+    ids, starts = _story_ids(lm, texts, chat, max_length)
     stats.texts += len(texts)
     started = time.perf_counter()
     with _progress(len(texts), desc, progress) as bar:
         for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
             batch = lm.pad([ids[i] for i in batch_idx])
-            means, n = _pooled_means(lm, batch, layers, token_skip, early_exit)
+            rows = [starts[i] for i in batch_idx]
+            means, n = _pooled_means(lm, batch, layers, token_skip, early_exit, rows)
             if bool((n == 0).any()):
                 raise CorpusError("a text has no tokens to pool (empty text?)")
             real = batch["attention_mask"].sum(-1)
             stats.tokens += int(real.sum())
             stats.padded_tokens += int(batch["attention_mask"].numel())
-            stats.adapted += int((real < 4 * token_skip).sum())
+            stats.adapted += int(((real < 4 * token_skip).cpu() & (torch.tensor(rows) < 0)).sum())
             yield batch_idx, means, n
             bar.update(len(batch_idx))
     stats.seconds += time.perf_counter() - started
 
 
-def pooled_features(lm: LanguageModel, texts: Sequence[str], layers: Sequence[int], *,
+def pooled_features(lm: LanguageModel, texts: Sequence[str | Record], layers: Sequence[int], *,
                     token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
                     sort_by_length: bool = True, early_exit: bool = True, chat: bool = False,
                     max_length: int = 512, progress: bool = False, desc: str = "pooling"
@@ -466,7 +494,7 @@ def _accumulate(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     cost = PassStats()
     story_labels = [r.emotion for r in stories]
     for batch_idx, means, n in _story_batches(
-            lm, [r.text for r in stories], layers, token_skip=token_skip,
+            lm, stories, layers, token_skip=token_skip,
             batch_size=batch_size, sort_by_length=sort_by_length, early_exit=early_exit,
             chat=False, max_length=512, progress=progress, desc="stories", stats=cost):
         acc.add([story_labels[i] for i in batch_idx], means, n)

@@ -142,7 +142,7 @@ def sweep_counts(lm: LanguageModel, vectors: EmotionVectors, records: Sequence[R
     reader = Reader(vectors, vectors.layers, mode, device=lm.device)
     k = min(5, len(vectors.emotions))
     for batch_idx, means, _n in _story_batches(
-            lm, [r.text for r in records], list(vectors.layers), token_skip=token_skip,
+            lm, records, list(vectors.layers), token_skip=token_skip,
             batch_size=batch_size, sort_by_length=True, early_exit=True, chat=False,
             max_length=512, progress=progress, desc="held-out", stats=PassStats()):
         counts.add(reader, means, truth[batch_idx], k)
