@@ -111,11 +111,15 @@ def test_two_gloo_ranks_give_the_single_process_statistics_and_vectors(tmp_path)
     np.testing.assert_allclose(dist.neutral.mean, one.neutral.mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(dist.neutral.m2, one.neutral.m2, rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(dist.neutral.norm_hist, one.neutral.norm_hist)
+    np.testing.assert_array_equal(dist.scatter.counts, one.scatter.counts)
+    np.testing.assert_allclose(dist.scatter.scatter, one.scatter.scatter, rtol=1e-6, atol=1e-5)
 
     v_dist = EmotionVectors.load(tmp_path / "dist.vectors.safetensors")
     v_one = extract(lm, corpus, layers=worker.LAYERS, token_skip=2, batch_size=3, dtype=None)
     np.testing.assert_allclose(v_dist.directions, v_one.directions, atol=1e-5)
     np.testing.assert_allclose(v_dist.norm_median, v_one.norm_median, rtol=1e-6)
+    assert v_dist.head.meta["shrinkage"] == v_one.head.meta["shrinkage"]
+    np.testing.assert_allclose(v_dist.head.weight, v_one.head.weight, rtol=1e-3, atol=1e-3)
     assert v_dist.meta["n_heldout"] == v_one.meta["n_heldout"] == 6
     assert v_dist.meta["layer_scores"] == v_one.meta["layer_scores"]
 

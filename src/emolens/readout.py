@@ -14,8 +14,11 @@ numbers cannot drift apart.  Two things are read off a text:
 
 Modes: ``cosine`` of the activation; ``centered``, the cosine after subtracting the
 vector file's training centre (the mean pooled activation over emotions, the point the
-vectors were measured from); ``projection``, the raw dot product.  ``auto`` (the
-default) is ``centered`` when the file stores a centre, else ``cosine``.
+vectors were measured from); ``projection``, the raw dot product; ``lda``, the vector
+file's calibrated read-out head (:mod:`emolens.head`: shrinkage LDA, Gaussian
+log-likelihood of each emotion up to a shared term; it classifies text written elsewhere
+better, see the README).  ``auto`` (the default) is ``centered`` when the file stores a
+centre, else ``cosine``: per-token scores, alerts and guards stay in the study's units.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from emolens.model import Input, ModelAdapter
     from emolens.vectors import EmotionVectors
 
-MODES = ("auto", "cosine", "centered", "projection")
+MODES = ("auto", "cosine", "centered", "projection", "lda")
 DEFAULT_TOKEN_SKIP = 50
 
 __all__ = ["DEFAULT_TOKEN_SKIP", "MODES", "Reader", "Readout", "Recorder", "pooled_scores",
@@ -46,25 +49,36 @@ __all__ = ["DEFAULT_TOKEN_SKIP", "MODES", "Reader", "Readout", "Recorder", "pool
 
 # ---- the maths (no model) ------------------------------------------------------------------
 def score(hidden: torch.Tensor, directions: torch.Tensor, mode: str = "cosine",
-          center: torch.Tensor | None = None) -> torch.Tensor:
+          center: torch.Tensor | None = None, bias: torch.Tensor | None = None
+          ) -> torch.Tensor:
     """Scores [..., E] of activations [..., d] against unit directions [E, d].
+
+    Mode ``lda`` takes a head's weights [E, d] as ``directions`` and its ``bias`` [E]:
+    ``(h - center) @ weights.T + bias``.
 
     >>> h = torch.tensor([[3.0, 4.0]]); W = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> score(h, W).tolist(), score(h, W, "projection").tolist()
     ([[0.6000000238418579, 0.800000011920929]], [[3.0, 4.0]])
     >>> score(h, W, "centered", center=torch.tensor([3.0, 0.0])).tolist()
     [[0.0, 1.0]]
+    >>> score(h, W, "lda", center=torch.tensor([3.0, 0.0]), bias=torch.tensor([1.0, 0.0])).tolist()
+    [[1.0, 4.0]]
     """
-    if mode not in ("cosine", "centered", "projection"):
+    if mode not in ("cosine", "centered", "projection", "lda"):
         raise SteeringError(f"unknown read-out mode {mode!r}; use one of {', '.join(MODES)}")
     h = hidden.float()
-    if mode == "centered":
+    if mode in ("centered", "lda"):
         if center is None:
-            raise SteeringError("the centered read-out needs the vector file's center")
+            raise SteeringError(f"the {mode} read-out needs the vector file's center")
         h = h - center.to(h.device, torch.float32)
-    if mode != "projection":
+    if mode in ("cosine", "centered"):
         h = F.normalize(h, dim=-1)
-    return h @ directions.to(h.device, torch.float32).T
+    out = h @ directions.to(h.device, torch.float32).T
+    if mode == "lda":
+        if bias is None:
+            raise SteeringError("the lda read-out needs the head's bias")
+        out = out + bias.to(h.device, torch.float32)
+    return out
 
 
 def smooth(scores: np.ndarray, window: int) -> np.ndarray:
@@ -91,9 +105,12 @@ def resolve_mode(vectors: EmotionVectors, mode: str = "auto") -> str:
         raise SteeringError(f"unknown read-out mode {mode!r}; use one of {', '.join(MODES)}")
     if mode == "auto":
         return "centered" if vectors.center is not None else "cosine"
-    if mode == "centered" and vectors.center is None:
+    if mode in ("centered", "lda") and vectors.center is None:
         raise SteeringError("these vectors store no center (mean training activation); "
                             "rebuild them with a current emolens or use mode='cosine'")
+    if mode == "lda" and vectors.head is None:
+        raise SteeringError("this vector file has no read-out head; rebuild it with a current "
+                            "emolens (emolens extract) or use mode='centered'")
     return mode
 
 
@@ -113,16 +130,27 @@ class Reader:
         self.emotions = tuple(emotions) if emotions is not None else tuple(vectors.emotions)
         self.device = torch.device(device)
         rows = [vectors.index(e) for e in self.emotions]
-        self._dirs = {i: torch.from_numpy(np.ascontiguousarray(
-            vectors.matrix(i)[rows], dtype=np.float32)).to(device) for i in self.layers}
+
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.tensor(np.asarray(x, dtype=np.float32), device=device)
+
+        self._bias: dict[int, torch.Tensor | None] = dict.fromkeys(self.layers)
+        head = vectors.head
+        if self.mode == "lda" and head is not None:  # resolve_mode made sure of the head
+            parts = {i: head.at(i) for i in self.layers}
+            self._dirs = {i: tensor(w[rows]) for i, (w, _b) in parts.items()}
+            self._bias = {i: tensor(b[rows]) for i, (_w, b) in parts.items()}
+        else:
+            self._dirs = {i: tensor(vectors.matrix(i)[rows]) for i in self.layers}
         self._centers: dict[int, torch.Tensor | None] = {
-            i: (torch.from_numpy(np.array(vectors.center[vectors.layer_index(i)], np.float32))
-                .to(device) if self.mode == "centered" else None)
+            i: (tensor(vectors.center[vectors.layer_index(i)])
+                if self.mode in ("centered", "lda") else None)
             for i in self.layers}
 
     def scores(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """[..., E] scores of activations [..., d] taken at ``layer``."""
-        return score(hidden, self._dirs[layer], self.mode, self._centers[layer])
+        return score(hidden, self._dirs[layer], self.mode, self._centers[layer],
+                     self._bias[layer])
 
     def combine(self, per_layer: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Scores averaged over this reader's layers, from ``{layer: activations}``."""

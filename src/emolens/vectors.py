@@ -36,6 +36,7 @@ import numpy as np
 from emolens import fileformat
 from emolens.errors import EmolensError, LayerError, SteeringError, VectorFileError
 from emolens.fileformat import Field, format_layers
+from emolens.head import ReadoutHead
 from emolens.modelcheck import check_fit, check_model
 
 __all__ = ["Direction", "EmotionVectors"]
@@ -56,6 +57,8 @@ VECTOR_SCHEMA: dict[str, Field] = {
     "emolens_version": Field("str", required=False),
     "created": Field("str", required=False),
     "layer_convention": Field("str", required=False),
+    "head": Field("object", required=False, null=True,
+                  fields={"layers": Field("layers"), "kind": Field("str")}),
 }
 
 
@@ -335,9 +338,16 @@ class EmotionVectors:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Mean pooled training activation over emotions, [L, d]: subtracted before classifying.
     center: np.ndarray | None = None
+    #: A calibrated read-out (shrinkage LDA) beside the directions, or None.
+    head: ReadoutHead | None = None
 
     def __post_init__(self) -> None:
         emotions = tuple(str(x) for x in self.emotions)
+        if self.head is not None and (self.head.weight.shape[1:] != (
+                len(emotions), np.shape(self.directions)[2])
+                or not set(self.head.layers) <= set(self.layers)):
+            raise VectorFileError(f"read-out head of shape {self.head.weight.shape} at layers "
+                                  f"{list(self.head.layers)} does not fit these vectors")
         if self.center is not None:
             center = _readonly_f32(self.center)
             if center.shape != (len(tuple(self.layers)), np.shape(self.directions)[2]):
@@ -512,7 +522,7 @@ class EmotionVectors:
         idx = [self.index(e) for e in names]
         return EmotionVectors(tuple(names), self.layers, self.directions[idx], self.raw[idx],
                               self.norm_mean, self.norm_median, copy.deepcopy(self.meta),
-                              self.center)
+                              self.center, self.head.subset(idx) if self.head else None)
 
     def with_meta(self, **kv: Any) -> EmotionVectors:
         """A copy with ``meta`` updated by ``kv`` (e.g. ``recommended_layer=20``).
@@ -523,7 +533,7 @@ class EmotionVectors:
         meta = copy.deepcopy(self.meta)
         meta.update(kv)
         return EmotionVectors(self.emotions, self.layers, self.directions, self.raw,
-                              self.norm_mean, self.norm_median, meta, self.center)
+                              self.norm_mean, self.norm_median, meta, self.center, self.head)
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -541,6 +551,9 @@ class EmotionVectors:
                    "norm_median": self.norm_median}
         if self.center is not None:
             tensors["center"] = self.center
+        if self.head is not None:
+            header["head"] = {**self.head.meta, "layers": list(self.head.layers)}
+            tensors.update(head_weight=self.head.weight, head_bias=self.head.bias)
         return fileformat.write(path, fileformat.KIND_VECTORS, header, tensors)
 
     @classmethod
@@ -555,10 +568,16 @@ class EmotionVectors:
         emotions = tuple(header.pop("emotions"))
         layers = tuple(header.pop("layers"))
         header.pop("kind", None)
+        head_meta = header.pop("head", None)
         try:
+            head = None
+            if isinstance(head_meta, dict):
+                head = ReadoutHead(tuple(head_meta.pop("layers", ())),
+                                   fileformat.need(t, "head_weight", path),
+                                   fileformat.need(t, "head_bias", path), head_meta)
             vecs = cls(emotions, layers, fileformat.need(t, "directions", path),
                        fileformat.need(t, "raw", path), fileformat.need(t, "norm_mean", path),
-                       fileformat.need(t, "norm_median", path), header, t.get("center"))
+                       fileformat.need(t, "norm_median", path), header, t.get("center"), head)
         except EmolensError as exc:
             raise VectorFileError(f"{path}: {exc}") from None
         _check_directions(vecs, path)

@@ -31,16 +31,18 @@ POSITIONS = ("all", "prompt", "generated", "assistant_start")
 
 
 def add_vector_args(parser: argparse.ArgumentParser) -> None:
-    """--vectors, --layer, --mode."""
+    """--vectors, --layer, --readout (alias --mode)."""
     parser.add_argument("--vectors", default=None, metavar="FILE",
                         help="emotion-vector file (default: the shipped vectors of the "
                              "default model; required for any other model)")
     parser.add_argument("--layer", default=None, metavar="L", type=layer_spec,
                         help="read-out layer(s): 20, 0.66, '18,20', '16-20' or "
                              "blocks.20.hook_resid_post (default: the file's recommended layer)")
-    parser.add_argument("--mode", choices=MODES, default="auto",
-                        help="auto (default: centered when the file stores its training "
-                             "centre, else cosine), cosine, centered or raw projection")
+    parser.add_argument("--readout", "--mode", dest="mode", choices=MODES, default="auto",
+                        help="how activations are scored: auto (default: centered when the "
+                             "file stores its training centre, else cosine), cosine, centered, "
+                             "raw projection, or lda (the file's calibrated read-out head, "
+                             "which classifies text written elsewhere best)")
 
 
 def load_vectors_from_args(args: argparse.Namespace, lm: LanguageModel | None

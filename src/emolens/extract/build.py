@@ -7,7 +7,7 @@ also give each layer's residual-stream norm, the unit of steering strength.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,18 +15,23 @@ import numpy as np
 
 from emolens import fileformat
 from emolens.errors import CorpusError, EmolensError, LayerError, VectorFileError
+from emolens.extract.scatter import ScatterStats
 from emolens.extract.stats import NeutralStats, StoryStats
 from emolens.fileformat import format_layers
+from emolens.head import ReadoutHead, choose_shrinkage, lda_weights
 from emolens.modelcheck import MODEL_KEYS, check_model, model_fingerprint
 from emolens.vectors import EmotionVectors
 
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.extract.run import Extraction
 
-__all__ = ["DEFAULT_VARIANCE", "build_vectors", "neutral_pcs", "vectors_from"]
+__all__ = ["DEFAULT_SHRINKAGE", "DEFAULT_VARIANCE", "build_vectors", "fit_head", "neutral_pcs",
+           "vectors_from"]
 
 #: Share of the neutral variance projected out of every emotion vector.
 DEFAULT_VARIANCE = 0.5
+#: The head's shrinkage when there are too few texts to choose it on a held-out fold.
+DEFAULT_SHRINKAGE = 0.2
 # Relative slack when comparing cumulative explained variance with the threshold, so that an
 # exact spectrum (e.g. 0.5 exactly) is not pushed one component further by rounding.
 _VARIANCE_EPS = 1e-9
@@ -84,11 +89,13 @@ def _check_model_info(model_info: Mapping[str, Any]) -> dict[str, Any]:
 def build_vectors(stats: StoryStats, neutral: NeutralStats | None = None, *,
                   variance: float = DEFAULT_VARIANCE, model_info: Mapping[str, Any],
                   token_skip: int, corpus_fingerprint: str,
-                  extra_meta: Mapping[str, Any] | None = None) -> EmotionVectors:
+                  extra_meta: Mapping[str, Any] | None = None,
+                  scatter: ScatterStats | None = None) -> EmotionVectors:
     """Difference-of-means emotion vectors, neutral-PC denoised and unit-normalised.
 
     Without ``neutral`` nothing is projected out and the residual norms are missing (NaN),
-    so :meth:`EmotionVectors.residual_scale` refuses until norms are supplied.
+    so :meth:`EmotionVectors.residual_scale` refuses until norms are supplied. With
+    ``scatter`` a shrinkage-LDA read-out head is fitted at its layers (:func:`fit_head`).
 
     >>> s = StoryStats.empty(["happy", "sad"], [0], d=2)
     >>> s.add("happy", np.array([[2.0, 1.0]])); s.add("sad", np.array([[0.0, 1.0]]))
@@ -160,9 +167,47 @@ def build_vectors(stats: StoryStats, neutral: NeutralStats | None = None, *,
     }
     if extra_meta:
         meta.update(dict(extra_meta))
+    head = fit_head(scatter, stats.labels) if scatter is not None else None
     return EmotionVectors(stats.labels, stats.layers, directions.astype(np.float32),
                           raw.astype(np.float32), norm_mean, norm_median, meta,
-                          means.mean(axis=0).astype(np.float32))
+                          means.mean(axis=0).astype(np.float32), head)
+
+
+def fit_head(scatter: ScatterStats, labels: Sequence[str]) -> ReadoutHead:
+    """Shrinkage LDA at each of ``scatter``'s layers, rows in ``labels`` order.
+
+    The shrinkage of each layer is the one whose fit on one fold of the training texts
+    best predicts the other fold (Gaussian log-likelihood, :func:`choose_shrinkage`); the
+    head is then fitted on both folds.
+
+    >>> import torch
+    >>> from emolens.extract.scatter import ScatterAccumulator
+    >>> acc = ScatterAccumulator(["calm", "sad"], [0], d=2)
+    >>> x = torch.tensor([[[1.0, 0.1]], [[1.2, -0.1]], [[-1.0, 0.2]], [[-0.8, 0.0]]])
+    >>> acc.add(["calm", "calm", "sad", "sad"], x, [0, 1, 0, 1])
+    >>> head = fit_head(acc.to_stats(), ["calm", "sad"])
+    >>> head.kind, head.weight.shape, bool(head.weight[0, 0, 0] > 0 > head.weight[0, 1, 0])
+    ('lda', (1, 2, 2), True)
+    """
+    rows = [scatter.labels.index(x) for x in labels]
+    weights, biases, chosen, tables = [], [], {}, {}
+    for layer in scatter.layers:
+        folds = scatter.folds(layer)
+        try:
+            alpha, table = choose_shrinkage(folds)
+        except EmolensError:  # too few texts to hold one fold out: a fixed, moderate choice
+            alpha, table = DEFAULT_SHRINKAGE, {}
+        sums, counts, scat = scatter.total(layer)
+        w, b, _center = lda_weights(sums[rows], counts[rows], scat, alpha)
+        weights.append(w)
+        biases.append(b)
+        chosen[str(layer)] = alpha
+        tables[str(layer)] = table
+    n = scatter.counts.sum(1).tolist()
+    return ReadoutHead(scatter.layers, np.stack(weights), np.stack(biases),
+                       {"kind": "lda", "shrinkage": chosen, "shrinkage_loglik": tables,
+                        "criterion": "held-out Gaussian log-likelihood, 2 folds of the "
+                                     "training texts", "fold_texts": n})
 
 
 def vectors_from(extraction: Extraction, *, variance: float = DEFAULT_VARIANCE,
@@ -195,4 +240,5 @@ def vectors_from(extraction: Extraction, *, variance: float = DEFAULT_VARIANCE,
             stored = model_fingerprint(model)
     return build_vectors(extraction.stories, extraction.neutral, variance=variance,
                          model_info=stored, token_skip=extraction.token_skip,
-                         corpus_fingerprint=extraction.corpus_fingerprint)
+                         corpus_fingerprint=extraction.corpus_fingerprint,
+                         scatter=extraction.scatter)

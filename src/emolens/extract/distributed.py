@@ -144,28 +144,32 @@ def collect_distributed(lm: LanguageModel, corpus: Corpus, layers: Sequence[int]
                         split: str | None = "train", emotions: Sequence[str] | None = None,
                         with_neutral: bool = True, sort_by_length: bool = True,
                         early_exit: bool = True, progress: bool = False,
-                        dtype: Any = "auto", group: Any = None) -> Extraction:
+                        dtype: Any = "auto", group: Any = None,
+                        head_layers: Sequence[int] | str | None = "auto") -> Extraction:
     """Whole-corpus statistics on every rank, each rank having read only its share.
 
     Call it on every rank of an initialised process group (:func:`init_distributed`);
     without one it is :func:`emolens.extract.collect` on the whole corpus. ``dtype`` is that
     of :func:`emolens.extract.collect`.
     """
-    from emolens.extract.run import collect, compute_model
+    from emolens.extract.run import collect, compute_model, resolve_head_layers
 
     ctx = context(group)
     if ctx is None:
         return collect(lm, corpus, layers, token_skip=token_skip, batch_size=batch_size,
                        split=split, emotions=emotions, with_neutral=with_neutral,
                        sort_by_length=sort_by_length, early_exit=early_exit,
-                       progress=progress, dtype=dtype)
+                       progress=progress, dtype=dtype, head_layers=head_layers)
     work = compute_model(lm, dtype)
     acc = _accumulate(work, corpus, layers, token_skip=token_skip, batch_size=batch_size,
                       shard=(ctx.rank, ctx.world_size), split=split, emotions=emotions,
                       with_neutral=with_neutral, sort_by_length=sort_by_length,
-                      early_exit=early_exit, progress=progress)
+                      early_exit=early_exit, progress=progress,
+                      head_layers=resolve_head_layers(head_layers, layers, lm.hidden_size))
     device = acc.stories.device
     acc.stories.all_reduce(group)
+    if acc.scatter is not None:
+        acc.scatter.all_reduce(group)
     if acc.neutral is not None:
         acc.neutral.all_reduce(group)
     acc.cost = _cost_all_reduce(acc.cost, device, group)

@@ -25,7 +25,7 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
             token_skip: int = DEFAULT_TOKEN_SKIP, batch_size: int = 16,
             variance: float = DEFAULT_VARIANCE, sweep: bool = True,
             progress: bool = False, dtype: Any = "auto", distributed: bool | None = None,
-            group: Any = None) -> EmotionVectors:
+            group: Any = None, head_layers: Any = "auto") -> EmotionVectors:
     """The whole extraction: train-split statistics -> vectors -> held-out layer sweep.
 
     ``dtype="auto"`` runs the pass in bfloat16 where the CPU or GPU computes it natively and
@@ -35,7 +35,8 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
     when a process group of more than one rank is initialised) each rank reads its share of
     the corpus and the statistics are all-reduced, so every rank returns the vectors of one
     pass (:mod:`emolens.extract.distributed`). Progress lines go to the ``emolens.extract.run``
-    logger (INFO).
+    logger (INFO). ``head_layers`` get a shrinkage-LDA read-out head (``"auto"``: every layer
+    of a small model, the middle ones of a large one; None: no head).
 
     >>> from emolens.corpus import Corpus, Record
     >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4,
@@ -57,14 +58,14 @@ def extract(lm: LanguageModel, corpus: Corpus, *, layers: Any = "all",
     show = progress and (ctx is None or ctx.rank == 0)
     if ctx is None:
         run = collect(work, corpus, layer_ids, token_skip=token_skip, batch_size=batch_size,
-                      progress=show, dtype=None)
+                      progress=show, dtype=None, head_layers=head_layers)
     else:
         run = dist.collect_distributed(work, corpus, layer_ids, token_skip=token_skip,
                                        batch_size=batch_size, progress=show, dtype=None,
-                                       group=group)
+                                       group=group, head_layers=head_layers)
     p = run.story_pass
     logger.info("stories: %d texts, %d tokens in %.1fs (%.0f tok/s, %s); %d shorter than "
-                "2x%d tokens pooled from their second half", p.texts, p.tokens, p.seconds,
+                "4x%d tokens skipped a quarter", p.texts, p.tokens, p.seconds,
                 p.tokens_per_second, str(work.dtype).replace("torch.", ""), p.adapted,
                 token_skip)
     vecs = vectors_from(run, variance=variance)

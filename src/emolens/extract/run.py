@@ -37,6 +37,12 @@ import torch
 from emolens import fileformat, hooks
 from emolens.errors import CorpusError, VectorFileError
 from emolens.extract.accumulate import NeutralAccumulator, StoryAccumulator
+from emolens.extract.scatter import (
+    ScatterAccumulator,
+    ScatterStats,
+    default_head_layers,
+    fold_of,
+)
 from emolens.extract.stats import NORM_BINS_SCHEMA, NeutralStats, StoryStats
 from emolens.fileformat import Field, format_layers
 from emolens.modelcheck import check_model, describe_model
@@ -328,6 +334,7 @@ SHARD_SCHEMA: dict[str, Field] = {
                                                 fields=NORM_BINS_SCHEMA)}),
     "emolens_version": Field("str"),
     "story_pass": Field("object", required=False),
+    "scatter": Field("object", null=True, required=False),
 }
 _REEXTRACT = "re-extract it with this emolens (emolens extract --shard i/n)"
 
@@ -374,6 +381,8 @@ class Extraction:
     emolens_version: str = field(default_factory=fileformat.emolens_version)
     #: The file it was loaded from, for messages.
     source: str | None = None
+    #: What the read-out head is fitted from (None: no head).
+    scatter: ScatterStats | None = None
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -415,8 +424,11 @@ class Extraction:
                            "adapted": self.story_pass.adapted,
                            "seconds": round(self.story_pass.seconds, 3)},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scatter": self.scatter.header() if self.scatter is not None else None,
         }
         tensors = self.stories.tensors("stories.")
+        if self.scatter is not None:
+            tensors.update(self.scatter.tensors("scatter."))
         if self.neutral is not None:
             if self.neutral.layers != self.stories.layers:
                 raise VectorFileError("story and neutral statistics cover different layers")
@@ -459,6 +471,10 @@ class Extraction:
             if neutral.layers != stories.layers:
                 raise VectorFileError(f"{target}: story and neutral statistics cover "
                                       "different layers")
+        scatter = None
+        if header.get("scatter") is not None:
+            scatter = ScatterStats.from_file_parts(header["scatter"], tensors, target,
+                                                   "scatter.")
         raw_pass = header.get("story_pass") or {}
         try:
             story_pass = PassStats(**{k: raw_pass[k] for k in
@@ -470,7 +486,8 @@ class Extraction:
         return cls(stories, neutral, story_pass, header["token_skip"],
                    header["corpus_fingerprint"], model=header["model"], shard=shard,
                    split=header["split"], emotions=header["emotions"],
-                   emolens_version=header["emolens_version"], source=str(target))
+                   emolens_version=header["emolens_version"], source=str(target),
+                   scatter=scatter)
 
 
 @dataclass
@@ -480,12 +497,14 @@ class _Accumulated:
     stories: StoryAccumulator
     neutral: NeutralAccumulator | None
     cost: PassStats
+    scatter: ScatterAccumulator | None = None
 
 
 def _accumulate(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
                 token_skip: int, batch_size: int, shard: tuple[int, int] | None,
                 split: str | None, emotions: Sequence[str] | None, with_neutral: bool,
-                sort_by_length: bool, early_exit: bool, progress: bool) -> _Accumulated:
+                sort_by_length: bool, early_exit: bool, progress: bool,
+                head_layers: Sequence[int] | None = None) -> _Accumulated:
     """Fold the stories (and neutral dialogues) of ``shard`` into fixed-size accumulators."""
     every = corpus.stories(split=split, emotions=emotions)
     labels = sorted({r.emotion for r in every})
@@ -493,18 +512,26 @@ def _accumulate(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     acc = StoryAccumulator(labels, layers, lm.hidden_size, lm.device)
     cost = PassStats()
     story_labels = [r.emotion for r in stories]
+    scatter, head_idx = None, []
+    if head_layers:
+        head_idx = [list(layers).index(x) for x in head_layers]
+        scatter = ScatterAccumulator(labels, head_layers, lm.hidden_size, lm.device)
+        story_folds = [fold_of(r.id) for r in stories]
     for batch_idx, means, n in _story_batches(
             lm, stories, layers, token_skip=token_skip,
             batch_size=batch_size, sort_by_length=sort_by_length, early_exit=early_exit,
             chat=False, max_length=512, progress=progress, desc="stories", stats=cost):
         acc.add([story_labels[i] for i in batch_idx], means, n)
+        if scatter is not None:
+            scatter.add([story_labels[i] for i in batch_idx], means[:, head_idx],
+                        [story_folds[i] for i in batch_idx])
     neutral = None
     if with_neutral:
         neutral = NeutralAccumulator(layers, lm.hidden_size, lm.device)
         texts = [_chat_text(lm, r) for r in shard_of(corpus.neutral(), shard)]
         _neutral_pass(lm, texts, neutral, token_skip=token_skip, batch_size=batch_size,
                       max_length=512, progress=progress)
-    return _Accumulated(acc, neutral, cost)
+    return _Accumulated(acc, neutral, cost, scatter)
 
 
 def _check_not_empty(corpus: Corpus, stories: int, neutral: int | None,
@@ -522,7 +549,8 @@ def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
             shard: tuple[int, int] | None = None, split: str | None = "train",
             emotions: Sequence[str] | None = None, with_neutral: bool = True,
             sort_by_length: bool = True, early_exit: bool = True,
-            progress: bool = False, dtype: Any = "auto") -> Extraction:
+            progress: bool = False, dtype: Any = "auto",
+            head_layers: Sequence[int] | str | None = "auto") -> Extraction:
     """Sufficient statistics of a corpus (or one shard of it) at ``layers``.
 
     Shard ``(i, n)`` takes every n-th story and neutral dialogue in id order; the labels are
@@ -530,6 +558,8 @@ def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     Memory is fixed whatever the corpus size (running sums on the model's device). ``dtype``
     is that of :func:`extract` (``"auto"``: bfloat16 where computed natively; ``None``: the
     model's own), the pass running on a cast copy of the model (:func:`compute_model`).
+    ``head_layers`` are the layers that get the statistics of a read-out head
+    (``"auto"``: :func:`~emolens.extract.scatter.default_head_layers`; None: no head).
 
     >>> from emolens.corpus import Corpus, Record
     >>> recs = [Record(id=f"story/{e}/{k}", kind="story", emotion=e, text=f"{e} day {k}. " * 4)
@@ -550,12 +580,33 @@ def collect(lm: LanguageModel, corpus: Corpus, layers: Sequence[int], *,
     work = compute_model(lm, dtype)
     acc = _accumulate(work, corpus, layers, token_skip=token_skip, batch_size=batch_size,
                       shard=shard, split=split, emotions=emotions, with_neutral=with_neutral,
-                      sort_by_length=sort_by_length, early_exit=early_exit, progress=progress)
+                      sort_by_length=sort_by_length, early_exit=early_exit, progress=progress,
+                      head_layers=resolve_head_layers(head_layers, layers, lm.hidden_size))
     if shard is None:
         _check_not_empty(corpus, int(acc.stories.counts.sum()),
                          acc.neutral.n_tokens if acc.neutral is not None else None, split)
     return extraction_of(acc, lm, corpus, token_skip=token_skip, shard=shard, split=split,
                          emotions=emotions)
+
+
+def resolve_head_layers(head_layers: Sequence[int] | str | None, layers: Sequence[int],
+                        d: int) -> list[int]:
+    """The read-out head's layers: ``"auto"`` picks them, a list must be among ``layers``.
+
+    >>> resolve_head_layers("auto", [1, 2], 32), resolve_head_layers(None, [1, 2], 32)
+    ([1, 2], [])
+    """
+    if head_layers is None:
+        return []
+    if isinstance(head_layers, str):
+        if head_layers != "auto":
+            raise CorpusError(f"head_layers must be 'auto', None or a list, got {head_layers!r}")
+        return list(default_head_layers(layers, d))
+    wanted = [int(x) for x in head_layers]
+    missing = [x for x in wanted if x not in layers]
+    if missing:
+        raise CorpusError(f"head layers {format_layers(missing)} are not extracted layers")
+    return sorted(set(wanted))
 
 
 def extraction_of(acc: _Accumulated, lm: LanguageModel, corpus: Corpus, *, token_skip: int,
@@ -566,7 +617,8 @@ def extraction_of(acc: _Accumulated, lm: LanguageModel, corpus: Corpus, *, token
                       acc.neutral.to_stats() if acc.neutral is not None else None, acc.cost,
                       token_skip, corpus.fingerprint(), model=lm.fingerprint(), shard=shard,
                       split=split,
-                      emotions=tuple(sorted(emotions)) if emotions is not None else None)
+                      emotions=tuple(sorted(emotions)) if emotions is not None else None,
+                      scatter=acc.scatter.to_stats() if acc.scatter is not None else None)
 
 
 def _differences(a: Extraction, b: Extraction) -> list[str]:
@@ -591,6 +643,10 @@ def _differences(a: Extraction, b: Extraction) -> list[str]:
         out.append("corpus selection (split or emotions)")
     if (a.neutral is None) != (b.neutral is None):
         out.append("neutral statistics (one has none)")
+    if (a.scatter is None) != (b.scatter is None) or (
+            a.scatter is not None and b.scatter is not None
+            and a.scatter.layers != b.scatter.layers):
+        out.append("read-out head statistics (layers or presence)")
     return out
 
 
@@ -637,10 +693,14 @@ def merge_stats(parts: Sequence[Extraction]) -> Extraction:
                               f"missing (got {len(parts)} of {n} shards: {got})")
     ordered = [by_index[i] for i in range(n)]  # a fixed order: the same sums on every rerun
     stories, neutral, cost = ordered[0].stories, ordered[0].neutral, ordered[0].story_pass
+    scatter = ordered[0].scatter
     for p in ordered[1:]:
         stories = stories.merge(p.stories)
+        if scatter is not None and p.scatter is not None:
+            scatter = scatter.merge(p.scatter)
         if neutral is not None and p.neutral is not None:
             neutral = neutral.merge(p.neutral)
         cost = cost + p.story_pass
     return Extraction(stories, neutral, cost, first.token_skip, first.corpus_fingerprint,
-                      model=first.model, shard=None, split=first.split, emotions=first.emotions)
+                      model=first.model, shard=None, split=first.split, emotions=first.emotions,
+                      scatter=scatter)
