@@ -179,13 +179,19 @@ def _length(item: Any) -> int:
 
 def read_at_assistant_start(lm: LanguageModel, vectors: EmotionVectors,
                             messages: Sequence[str], layer: int, emotions: Sequence[str],
-                            batch_size: int = 16) -> np.ndarray:
-    """Scores ``[len(messages), E]`` at ``assistant_start`` of one user turn per message.
+                            batch_size: int = 16, mode: str = "auto") -> np.ndarray:
+    """Scores ``[len(messages), E]`` at ``assistant_start`` of one user turn per message,
+    with the read-out ``mode``.
 
     >>> read_at_assistant_start(lm, vecs, ["Hi", "Bye"], 2, ["calm", "sad"]).shape
     (2, 2)
+    >>> read_at_assistant_start(lm, vecs, [], 2, ["calm"], mode="cosine").shape
+    (0, 1)
     """
+    if not messages:
+        return np.zeros((0, len(emotions)))
     encs = [lm.encode_chat(user_chat(m), add_generation_prompt=True) for m in messages]
     got = read_scores(lm, vectors, [e.input_ids for e in encs], layer, emotions,
-                      positions=[[e.assistant_start] for e in encs], batch_size=batch_size)
+                      positions=[[e.assistant_start] for e in encs], batch_size=batch_size,
+                      mode=mode)
     return np.stack([g[0] for g in got])

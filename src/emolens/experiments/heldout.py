@@ -23,7 +23,7 @@ import numpy as np
 from emolens.concepts import CORE_EMOTIONS
 from emolens.errors import CorpusError, EmolensError
 from emolens.experiments.common import read_scores, resolve_layer, token_skip
-from emolens.experiments.registry import Analysis, Context, Result, register
+from emolens.experiments.registry import Analysis, Context, Option, Result, register
 from emolens.stats import Rate, confusion_matrix, format_rate, rate, topk_accuracy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,8 +118,10 @@ def classification_result(scores: np.ndarray, truth: Sequence[str], emotions: Se
 
 
 def heldout_classification(lm: LanguageModel, vectors: EmotionVectors, corpus: Corpus,
-                           layer: Any = None, batch_size: int = 16) -> HeldoutResult:
-    """Classify the corpus's held-out stories by their pooled read-out at ``layer``.
+                           layer: Any = None, batch_size: int = 16,
+                           mode: str = "auto") -> HeldoutResult:
+    """Classify the corpus's held-out stories by their pooled read-out at ``layer``
+    (read-out ``mode``: ``auto`` = centred directions, ``lda`` = the file's head).
 
     >>> from emolens.corpus import Corpus, Record
     >>> stories = Corpus([Record(id=f"s{i}", kind="story", emotion=e, split="heldout",
@@ -135,14 +137,14 @@ def heldout_classification(lm: LanguageModel, vectors: EmotionVectors, corpus: C
         raise CorpusError(f"corpus {corpus.source!r} has no clean held-out stories for the "
                           "emotions of this vector file")
     scores = np.stack(read_scores(lm, vectors, [r.text for r in stories], layer,
-                                  batch_size=batch_size))
+                                  batch_size=batch_size, mode=mode))
     return classification_result(scores, [r.emotion for r in stories], vectors.emotions,
                                  layer=layer, token_skip=token_skip(vectors))
 
 
-def _run(ctx: Context) -> HeldoutResult:
+def _run(ctx: Context, mode: str) -> HeldoutResult:
     return heldout_classification(ctx.model(), ctx.vectors, ctx.need_corpus(), layer=ctx.layer,
-                                  batch_size=ctx.batch_size)
+                                  batch_size=ctx.batch_size, mode=mode)
 
 
 ANALYSIS = register(Analysis(
@@ -151,4 +153,6 @@ ANALYSIS = register(Analysis(
                 "their pooled read-out: top-1 and top-5 among every emotion, 12-way among "
                 "the core emotions.",
     study="The study shows vectors activating on fitting text; it reports no accuracy.",
-    run=_run, needs_corpus=True))
+    run=_run, needs_corpus=True,
+    options=(Option("mode", "auto", "read-out mode (auto, cosine, centered, projection, or "
+                                    "lda: the file's read-out head)"),)))

@@ -23,9 +23,14 @@ import numpy as np
 
 from emolens.concepts import CORE_EMOTIONS, INTENSITY_EMOTIONS, INTENSITY_TEMPLATES
 from emolens.concepts.evalset import EvalIntensityTemplate, load_intensity_templates
-from emolens.experiments.common import fmt, fmt_p, require_emotions, resolve_layer
+from emolens.experiments.common import (
+    fmt,
+    fmt_p,
+    read_at_assistant_start,
+    require_emotions,
+    resolve_layer,
+)
 from emolens.experiments.registry import Analysis, Context, Option, Result, register
-from emolens.experiments.scenarios import read_at_reply_start
 from emolens.readout import resolve_mode
 from emolens.stats import Correlation, Rate, binomial_p, format_rate, rate, spearman
 
@@ -170,7 +175,7 @@ def intensity_sweeps(lm: LanguageModel, vectors: EmotionVectors, layer: Any = No
     emotions = require_emotions(vectors, _union(sweeps_in) if emotions is None
                                 else list(emotions), "the intensity check")
     messages = [m for t in sweeps_in for m in t.messages]
-    S = read_at_reply_start(lm, vectors, messages, layer, emotions, batch_size, mode)
+    S = read_at_assistant_start(lm, vectors, messages, layer, emotions, batch_size, mode)
     sweeps, rhos, exp = [], [], []
     at = 0
     for t in sweeps_in:

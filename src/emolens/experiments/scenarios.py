@@ -28,10 +28,9 @@ from emolens.concepts.evalset import load_eval_scenarios
 from emolens.errors import EmolensError
 from emolens.experiments.common import (
     fmt_p,
-    read_scores,
+    read_at_assistant_start,
     require_emotions,
     resolve_layer,
-    user_chat,
 )
 from emolens.experiments.outofstyle import dominance
 from emolens.experiments.registry import Analysis, Context, Option, Result, register
@@ -44,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from emolens.vectors import EmotionVectors
 
 __all__ = ["ScenarioComparison", "ScenarioResult", "diagonal_stats", "fresh_scenarios",
-           "implicit_scenarios", "read_at_reply_start", "zscore_columns"]
+           "implicit_scenarios", "zscore_columns"]
 
 
 def zscore_columns(M: Any) -> np.ndarray:
@@ -84,24 +83,6 @@ def diagonal_stats(M: Any, targets: Sequence[int]) -> dict[str, Any]:
         out[f"{tag}_mean_rank"] = float(ranks.mean())
         out[f"{tag}_p"] = binomial_p(hits, len(t), chance)
     return out
-
-
-def read_at_reply_start(lm: LanguageModel, vectors: EmotionVectors, messages: Sequence[str],
-                        layer: int, emotions: Sequence[str], batch_size: int = 16,
-                        mode: str = "auto") -> np.ndarray:
-    """Scores ``[len(messages), E]`` at ``assistant_start`` of one user turn per message,
-    with the read-out ``mode`` (:func:`~emolens.experiments.common.read_scores`).
-
-    >>> read_at_reply_start(lm, vecs, ["Hi", "Bye"], 2, ["calm"], mode="cosine").shape
-    (2, 1)
-    """
-    if not messages:
-        return np.zeros((0, len(emotions)))
-    encs = [lm.encode_chat(user_chat(m), add_generation_prompt=True) for m in messages]
-    got = read_scores(lm, vectors, [e.input_ids for e in encs], layer, emotions,
-                      positions=[[e.assistant_start] for e in encs], batch_size=batch_size,
-                      mode=mode)
-    return np.stack([g[0] for g in got])
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,7 +167,7 @@ def implicit_scenarios(lm: LanguageModel, vectors: EmotionVectors, layer: Any = 
         raise EmolensError(f"scenario targets {unknown} are not among the probes")
     if not scenarios:
         raise EmolensError("the scenario check needs at least one scenario")
-    S = read_at_reply_start(lm, vectors, [s.message for s in scenarios], layer, probes,
+    S = read_at_assistant_start(lm, vectors, [s.message for s in scenarios], layer, probes,
                             batch_size, mode)
     st = diagonal_stats(S, [pindex[s.target] for s in scenarios])
     top, share = dominance(S)

@@ -6,7 +6,9 @@
   (difference of means, neutral-PC denoising, residual norms);
 * :mod:`emolens.extract.accumulate`: running statistics in torch on the model's device, of
   a fixed size whatever the corpus;
-* :mod:`emolens.extract.run`: the passes over a model, shards and their merge, the layer
+* :mod:`emolens.extract.shards`: a run's statistics as a file (:class:`Extraction`), the
+  exact merge of shards;
+* :mod:`emolens.extract.run`: the passes over a model, the layer
   sweep, and :func:`extract`, the whole pipeline;
 * :mod:`emolens.extract.distributed`: data-parallel extraction under torch.distributed
   (``torchrun`` / ``accelerate launch``), statistics all-reduced across ranks;
@@ -19,17 +21,14 @@ from emolens.extract.build import DEFAULT_VARIANCE, build_vectors, neutral_pcs, 
 from emolens.extract.pipeline import extract
 from emolens.extract.run import (
     DEFAULT_TOKEN_SKIP,
-    Extraction,
-    PassStats,
     collect,
     compute_model,
     length_batches,
-    merge_stats,
     neutral_statistics,
     pooled_features,
     shard_of,
-    shard_path,
 )
+from emolens.extract.shards import Extraction, PassStats, merge_stats, shard_path
 from emolens.extract.shipped import SHIPPED_VECTORS, default_vectors, shipped_vectors_path
 from emolens.extract.stats import NeutralStats, StoryStats
 from emolens.extract.sweep import classify, layer_sweep, sweep_counts

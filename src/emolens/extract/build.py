@@ -7,6 +7,7 @@ also give each layer's residual-stream norm, the unit of steering strength.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,12 @@ from emolens.modelcheck import MODEL_KEYS, check_model, model_fingerprint
 from emolens.vectors import EmotionVectors
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emolens.extract.run import Extraction
+    from emolens.extract.shards import Extraction
 
 __all__ = ["DEFAULT_SHRINKAGE", "DEFAULT_VARIANCE", "build_vectors", "fit_head", "neutral_pcs",
            "vectors_from"]
+
+logger = logging.getLogger(__name__)
 
 #: Share of the neutral variance projected out of every emotion vector.
 DEFAULT_VARIANCE = 0.5
@@ -167,7 +170,12 @@ def build_vectors(stats: StoryStats, neutral: NeutralStats | None = None, *,
     }
     if extra_meta:
         meta.update(dict(extra_meta))
-    head = fit_head(scatter, stats.labels) if scatter is not None else None
+    head = None
+    if scatter is not None:
+        try:
+            head = fit_head(scatter, stats.labels)
+        except EmolensError as exc:  # e.g. one text per emotion: no within-emotion spread
+            logger.warning("no read-out head fitted: %s", exc)
     return EmotionVectors(stats.labels, stats.layers, directions.astype(np.float32),
                           raw.astype(np.float32), norm_mean, norm_median, meta,
                           means.mean(axis=0).astype(np.float32), head)

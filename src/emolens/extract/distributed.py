@@ -41,12 +41,11 @@ import torch
 from emolens.errors import EmolensError
 from emolens.extract.run import (
     DEFAULT_TOKEN_SKIP,
-    Extraction,
-    PassStats,
     _accumulate,
     _check_not_empty,
     extraction_of,
 )
+from emolens.extract.shards import Extraction, PassStats
 from emolens.extract.sweep import SweepCounts
 
 if TYPE_CHECKING:  # pragma: no cover

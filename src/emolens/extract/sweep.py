@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from emolens.errors import CorpusError, VectorFileError
-from emolens.extract.run import DEFAULT_TOKEN_SKIP, PassStats, _story_batches
+from emolens.extract.run import DEFAULT_TOKEN_SKIP, _story_batches
+from emolens.extract.shards import PassStats
 from emolens.readout import Reader
 from emolens.stats import rank_of_true
 from emolens.vectors import EmotionVectors
