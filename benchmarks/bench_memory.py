@@ -39,7 +39,7 @@ def worker(mode: str, n: int, threads: int) -> dict:
     import torch
 
     from emolens.corpus import Corpus, load_corpus
-    from emolens.extract import StoryStats, collect, pooled_features
+    from emolens.extract import StoryStats, collect, pooled_features, pooled_means
     from emolens.extract.accumulate import NeutralAccumulator, StoryAccumulator, nbytes
     from emolens.loading import load_model
 
@@ -50,7 +50,8 @@ def worker(mode: str, n: int, threads: int) -> dict:
     corpus = Corpus(stories + full.neutral()[:32], "memory-bench")
     layers = list(range(lm.n_layers))
     with torch.inference_mode():
-        lm.pooled(lm.pad([lm.tokenizer(stories[0].text)["input_ids"]]), layers, token_skip=0)
+        pooled_means(lm, lm.pad([lm.tokenizer(stories[0].text)["input_ids"]]), layers, 0,
+                     early_exit=True)
     base = _rss_mib()
     held = 0
     if mode == "collect":

@@ -14,6 +14,7 @@ import torch
 from _common import interleaved, summarise, write  # noqa: I001 - run as a script
 
 from emolens.corpus import load_corpus
+from emolens.extract import pooled_means
 from emolens.loading import load_model
 
 
@@ -54,7 +55,7 @@ def main(rounds: int = 7) -> None:
         "naive_output_hidden_states": naive,
         "hook_no_early_exit": lambda: lm.residuals(batch, [layer], early_exit=False),
         "hook_early_exit": lambda: lm.residuals(batch, [layer], early_exit=True),
-        "pooled_early_exit": lambda: lm.pooled(batch, [layer], token_skip=50),
+        "pooled_early_exit": lambda: pooled_means(lm, batch, [layer], 50, early_exit=True),
     }
     times = interleaved(methods, rounds)
     write("model", {"loads": loads, "layer": layer, "texts": len(texts), "real_tokens": real,

@@ -21,7 +21,7 @@ Sections (``--sections``, default all):
 * ``extract``: mean-pooled residual of 16 curated stories at layer 20 and at all 30 layers:
   naive ``output_hidden_states``; a hand-written early-exit hook (the limit of the approach);
   nnsight ``trace`` + ``stop()``; TransformerLens ``run_with_cache(stop_at_layer=...)``;
-  emolens ``lm.pooled`` on the same padded batch, and ``pooled_features`` with length-sorted
+  emolens ``pooled_means`` on the same padded batch, and ``pooled_features`` with length-sorted
   batches of 16 and 4. A diagnostic row runs nnsight on the same length-sorted batches of 4,
   to show where the gain comes from. ``extract_bf16`` repeats layer 20 in bfloat16.
 * ``generate``: 64 greedy tokens, batch 1: HF ``generate`` (baseline), emolens plain /
@@ -154,7 +154,11 @@ def _texts(setup: Setup, n: int = 16) -> list[str]:
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(hidden.dtype)[:, :, None]
+    """Mean over each row's real tokens after its first (the attention sink), as emolens
+    pools, so every method's output can be checked against emolens'."""
+    keep = mask.clone()
+    keep[torch.arange(len(mask)), mask.long().argmax(1)] = 0
+    m = keep.to(hidden.dtype)[:, :, None]
     return ((hidden.float() * m).sum(1) / m.sum(1)).float()
 
 
@@ -168,7 +172,7 @@ class _Stop(Exception):
 def section_extract(setup: Setup, rounds: int, dtype: torch.dtype = torch.float32,
                     all_layers: bool = True, n_texts: int = 16) -> dict[str, Any]:
     """Pooled layer-20 (and all-layer) activations of 16 stories, every tool, one batch."""
-    from emolens.extract import compute_model, pooled_features
+    from emolens.extract import compute_model, pooled_features, pooled_means
 
     lm = compute_model(setup.lm, dtype if dtype != torch.float32 else None)
     hf = lm.model
@@ -241,8 +245,8 @@ def section_extract(setup: Setup, rounds: int, dtype: torch.dtype = torch.float3
 
     def em_pooled(layers: list[int]) -> Callable[[], torch.Tensor]:
         def go() -> torch.Tensor:
-            sums, n = lm.pooled(batch, layers, token_skip=0)
-            return (sums / n[:, None, None]).float()
+            means, _n = pooled_means(lm, batch, layers, 0, early_exit=True)
+            return means.float()
         return go
 
     def em_features(layers: list[int], bs: int) -> Callable[[], torch.Tensor]:
@@ -262,7 +266,7 @@ def section_extract(setup: Setup, rounds: int, dtype: torch.dtype = torch.float3
         }
         if bridge is not None:
             methods["transformerlens_stop_at_layer"] = tl_stop(layers)
-        methods["emolens_lm_pooled_bs16"] = em_pooled(layers)
+        methods["emolens_pooled_means_bs16"] = em_pooled(layers)
         methods["emolens_pooled_features_bs16_sorted"] = em_features(layers, 16)
         methods["emolens_pooled_features_bs4_sorted"] = em_features(layers, 4)
         if label == "layer20":
@@ -286,7 +290,7 @@ def section_extract(setup: Setup, rounds: int, dtype: torch.dtype = torch.float3
         result[label]["emolens_throughput_vs_best_peer"] = round(
             result[label]["results"][best_peer]["ratio"] / em, 3)
         result[label]["emolens_vs_hand_hook"] = round(
-            result[label]["results"]["emolens_lm_pooled_bs16"]["ratio"]
+            result[label]["results"]["emolens_pooled_means_bs16"]["ratio"]
             / result[label]["results"]["hand_early_exit_hook"]["ratio"], 3)
     return result
 

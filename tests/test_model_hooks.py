@@ -64,13 +64,13 @@ def _slow_pool(lm: LanguageModel, text: str, layer: int, skip: int) -> tuple[tor
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_pooled_means_match_per_sequence_reference(arch, side):
-    from emolens.extract.run import _pooled_means
+    from emolens.extract.run import pooled_means
 
     lm = tiny_lm(arch)
     skip = 5
     batch = lm.encode(TEXTS, padding_side=side)
     assert (batch["attention_mask"] == 0).any()  # the batch really is padded
-    means, counts = _pooled_means(lm, batch, [1, 3], skip, early_exit=True)
+    means, counts = pooled_means(lm, batch, [1, 3], skip, early_exit=True)
     for row, text in enumerate(TEXTS):
         for j, layer in enumerate((1, 3)):
             ref_mean, ref_n = _slow_pool(lm, text, layer, skip)

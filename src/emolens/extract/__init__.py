@@ -26,6 +26,7 @@ from emolens.extract.run import (
     length_batches,
     neutral_statistics,
     pooled_features,
+    pooled_means,
     shard_of,
 )
 from emolens.extract.shards import Extraction, PassStats, merge_stats, shard_path
@@ -53,6 +54,7 @@ __all__ = [
     "neutral_pcs",
     "neutral_statistics",
     "pooled_features",
+    "pooled_means",
     "shard_of",
     "shard_path",
     "shipped_vectors_path",

@@ -55,6 +55,7 @@ __all__ = [
     "length_batches",
     "neutral_statistics",
     "pooled_features",
+    "pooled_means",
     "shard_of",
 ]
 
@@ -144,7 +145,7 @@ def _story_ids(lm: LanguageModel, items: Sequence[str | Record], chat: bool, max
 
 
 @torch.inference_mode()
-def _pooled_means(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
+def pooled_means(lm: LanguageModel, batch: dict[str, torch.Tensor], layers: Sequence[int],
                   token_skip: int, early_exit: bool, starts: Sequence[int] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-text float32 pooled means ``[B, L, d]`` and pooled-token counts ``[B]``.
@@ -181,7 +182,7 @@ def _story_batches(lm: LanguageModel, texts: Sequence[str | Record], layers: Seq
         for batch_idx in length_batches([len(r) for r in ids], batch_size, sort_by_length):
             batch = lm.pad([ids[i] for i in batch_idx])
             rows = [starts[i] for i in batch_idx]
-            means, n = _pooled_means(lm, batch, layers, token_skip, early_exit, rows)
+            means, n = pooled_means(lm, batch, layers, token_skip, early_exit, rows)
             if bool((n == 0).any()):
                 raise CorpusError("a text has no tokens to pool (empty text?)")
             real = batch["attention_mask"].sum(-1)
