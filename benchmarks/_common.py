@@ -68,18 +68,19 @@ def cpu_model() -> str:
     return f"{name} ({'native bf16' if bf16_native('cpu') else 'no native bf16'})"
 
 
-def write(name: str, payload: dict) -> Path:
-    """Write ``results/NAME.json`` atomically, with the machine it ran on, and print it."""
+def write(name: str, payload: dict, path: Path | None = None) -> Path:
+    """Write ``results/NAME.json`` (or ``path``) atomically, with the machine it ran on, and
+    print it."""
     payload = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
                            "torch_threads": torch.get_num_threads(),
                            "python": platform.python_version(), "torch": torch.__version__,
                            "device": "cuda" if torch.cuda.is_available() else "cpu",
                            "load_at_write": machine_load()},
                "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    path = path if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
     print(json.dumps(payload, indent=2))
     return path

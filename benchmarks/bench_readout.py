@@ -21,14 +21,12 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, cpu_model, machine_load  # noqa: I001 - run as a script
+from _common import RESULTS, machine_load, write  # noqa: I001 - run as a script
 
 import emolens
 from emolens.corpus import load_corpus
@@ -167,22 +165,6 @@ def output_path(out: str | None, tag: str | None) -> Path:
     return RESULTS / (f"readout-{tag}.json" if tag else "readout.json")
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` with the machine it ran on (as ``_common.write`` does), atomically."""
-    payload = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
-                           "torch_threads": torch.get_num_threads(),
-                           "python": platform.python_version(), "torch": torch.__version__,
-                           "device": "cuda" if torch.cuda.is_available() else "cpu",
-                           "load_at_write": machine_load()},
-               "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    print(json.dumps(payload, indent=2))
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run every mode, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -218,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         runs[mode] = run_mode(ctx, mode)
         print(json.dumps(runs[mode]["targets"], indent=1), flush=True)
     geo = geometry(vectors, layer, args.n_perm)
-    write_json(output_path(args.out, args.tag), {
+    write("readout", path=output_path(args.out, args.tag), payload={
         "note": args.note, "emolens_source": str(Path(emolens.__file__).parent),
         "model": lm.name, "vectors": str(args.vectors or shipped_vectors_path().name),
         "vectors_key": vectors_key(vectors), "vectors_meta": {

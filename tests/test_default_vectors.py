@@ -24,6 +24,12 @@ def test_shipped_vectors_match_the_shipped_corpus():
     # rebuilt whenever the curated corpus changes (scripts/build_default_vectors.py)
     assert vecs.meta["corpus_fingerprint"] == load_corpus("default").fingerprint()
     assert vecs.meta["token_skip"] == 50
+    assert vecs.meta["corpus"] == "default" and vecs.meta["corpus_variant"] is None
+    assert set(vecs.meta["corpus_registers"]) == {"story", "narration", "diary", "dialogue",
+                                                  "chat", "social", "letter"}
+    assert vecs.head is not None and vecs.head.kind == "lda"
+    assert vecs.head.layers == vecs.layers  # a small model: a head at every layer
+    assert all(0 < a < 1 for a in vecs.head.meta["shrinkage"].values())
     assert np.isfinite(vecs.norm_median).all() and (vecs.norm_median > 0).all()
 
 
@@ -31,7 +37,7 @@ def test_layer_sweep_is_far_above_chance():
     vecs = default_vectors()
     best = vecs.meta["layer_scores"][str(vecs.default_layer)]
     n = vecs.meta["n_heldout"]
-    assert n == 513
+    assert n == 1539  # the held-out topics' stories and register texts
     assert best["top1"] > 20 / 171 and best["top5"] > 0.5  # chance is 1/171 and 5/171
     assert vecs.meta["layer_scores"]["0"]["top1"] < best["top1"]
 

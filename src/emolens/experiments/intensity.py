@@ -30,7 +30,14 @@ from emolens.experiments.common import (
     require_emotions,
     resolve_layer,
 )
-from emolens.experiments.registry import Analysis, Context, Option, Result, register
+from emolens.experiments.registry import (
+    Analysis,
+    Context,
+    Option,
+    Result,
+    WordingComparison,
+    register,
+)
 from emolens.readout import resolve_mode
 from emolens.stats import Correlation, Rate, binomial_p, format_rate, rate, spearman
 
@@ -216,27 +223,15 @@ def fresh_intensity_sweeps(lm: LanguageModel, vectors: EmotionVectors, layer: An
 
 
 @dataclass(frozen=True, eq=False)
-class IntensityComparison(Result):
+class IntensityComparison(WordingComparison):
     """The intensity check on two batteries side by side: ``in_project`` (six templates in
     the project's wording) and ``fresh`` (the evaluation set's ten, fresh wording)."""
 
     kind = "intensity"
 
-    layer: int
-    mode: str
     in_project: IntensityResult
     fresh: IntensityResult
     analysis: str = "intensity"
-
-    def summary(self) -> str:
-        """Both blocks, labelled."""
-        return f"{self.in_project.summary()}\n\n{self.fresh.summary()}"
-
-    def to_json(self) -> dict[str, Any]:
-        """``in_project`` and ``fresh`` as their own blocks."""
-        return {"kind": self.kind, "analysis": self.analysis, "layer": self.layer,
-                "mode": self.mode, "in_project": self.in_project.to_json(),
-                "fresh": self.fresh.to_json()}
 
 
 def _run(ctx: Context, mode: str) -> IntensityComparison:

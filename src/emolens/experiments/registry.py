@@ -53,6 +53,7 @@ __all__ = [
     "Context",
     "Option",
     "Result",
+    "WordingComparison",
     "analyses",
     "get",
     "jsonable",
@@ -122,6 +123,29 @@ class Result:
             raise EmolensError(f"{type(self).__name__}.to_json needs a dataclass or an override")
         out.setdefault("kind", self.kind)
         return out
+
+
+@dataclass(frozen=True, eq=False)
+class WordingComparison(Result):
+    """One check on two batteries side by side: ``in_project`` (the project's own wording)
+    and ``fresh`` (the evaluation set's, written apart). Subclasses set ``kind`` and the
+    ``analysis`` default."""
+
+    layer: int
+    mode: str
+    in_project: Result
+    fresh: Result
+    analysis: str = ""
+
+    def summary(self) -> str:
+        """Both blocks, labelled."""
+        return f"{self.in_project.summary()}\n\n{self.fresh.summary()}"
+
+    def to_json(self) -> dict[str, Any]:
+        """``in_project`` and ``fresh`` as their own blocks."""
+        return {"kind": self.kind, "analysis": self.analysis, "layer": self.layer,
+                "mode": self.mode, "in_project": self.in_project.to_json(),
+                "fresh": self.fresh.to_json()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,14 @@ from emolens.experiments.common import (
     resolve_layer,
 )
 from emolens.experiments.outofstyle import dominance
-from emolens.experiments.registry import Analysis, Context, Option, Result, register
+from emolens.experiments.registry import (
+    Analysis,
+    Context,
+    Option,
+    Result,
+    WordingComparison,
+    register,
+)
 from emolens.readout import resolve_mode
 from emolens.stats import Rate, binomial_p, format_rate, rank_of_true, rate
 
@@ -212,27 +219,15 @@ def fresh_scenarios(lm: LanguageModel, vectors: EmotionVectors, layer: Any = Non
 
 
 @dataclass(frozen=True, eq=False)
-class ScenarioComparison(Result):
+class ScenarioComparison(WordingComparison):
     """The scenario check on two batteries side by side: ``in_project`` (the study's twelve
     in the project's wording) and ``fresh`` (the evaluation set's twelve, fresh wording)."""
 
     kind = "scenarios"
 
-    layer: int
-    mode: str
     in_project: ScenarioResult
     fresh: ScenarioResult
     analysis: str = "scenarios"
-
-    def summary(self) -> str:
-        """Both blocks, labelled."""
-        return f"{self.in_project.summary()}\n\n{self.fresh.summary()}"
-
-    def to_json(self) -> dict[str, Any]:
-        """``in_project`` and ``fresh`` as their own blocks."""
-        return {"kind": self.kind, "analysis": self.analysis, "layer": self.layer,
-                "mode": self.mode, "in_project": self.in_project.to_json(),
-                "fresh": self.fresh.to_json()}
 
 
 def _run(ctx: Context, mode: str) -> ScenarioComparison:
