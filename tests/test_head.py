@@ -156,3 +156,18 @@ def test_lda_mode_reads_through_the_head_and_is_refused_without_one():
     assert got.mode == "lda"
     with pytest.raises(SteeringError, match="no read-out head"):
         read(lm, text, tiny_vectors(lm), mode="lda")
+
+
+def test_auto_scores_tokens_in_study_units_and_pools_through_the_head():
+    lm = tiny_lm("llama")
+    vecs = extract(lm, _corpus(), layers=[1, 2], token_skip=1, dtype=None, sweep=False)
+    text = "shout and fist again, shout slam fist door red."
+    auto = read(lm, text, vecs, layer=2)
+    assert (auto.mode, auto.pooled_mode) == ("centered", "lda")
+    np.testing.assert_allclose(auto.scores, read(lm, text, vecs, layer=2, mode="centered").scores,
+                               atol=1e-6)
+    np.testing.assert_allclose(auto.pooled, read(lm, text, vecs, layer=2, mode="lda").pooled,
+                               atol=1e-5)
+    assert auto.to_json()["pooled_mode"] == "lda"
+    plain = read(lm, text, tiny_vectors(lm), layer=2)  # no head: pooled as the tokens
+    assert plain.pooled_mode == plain.mode == "centered"

@@ -17,8 +17,11 @@ vector file's training centre (the mean pooled activation over emotions, the poi
 vectors were measured from); ``projection``, the raw dot product; ``lda``, the vector
 file's calibrated read-out head (:mod:`emolens.head`: shrinkage LDA, Gaussian
 log-likelihood of each emotion up to a shared term; it classifies text written elsewhere
-better, see the README).  ``auto`` (the default) is ``centered`` when the file stores a
-centre, else ``cosine``: per-token scores, alerts and guards stay in the study's units.
+better, see the README).  ``auto`` (the default) scores tokens ``centered`` when the file
+stores a centre (else ``cosine``), so per-token scores, alerts and guards stay in the
+study's units, and pools a text through the head when the file has one
+(:func:`resolve_pooled_mode`): "which emotion is this text" is read by the read-out that
+classifies text written elsewhere best.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ MODES = ("auto", "cosine", "centered", "projection", "lda")
 DEFAULT_TOKEN_SKIP = 50
 
 __all__ = ["DEFAULT_TOKEN_SKIP", "MODES", "Reader", "Readout", "Recorder", "pooled_scores",
-           "read", "read_layers", "read_many", "recording", "resolve_mode", "score", "smooth"]
+           "read", "read_layers", "read_many", "recording", "resolve_mode", "resolve_pooled_mode",
+           "score", "smooth"]
 
 
 # ---- the maths (no model) ------------------------------------------------------------------
@@ -93,6 +97,17 @@ def smooth(scores: np.ndarray, window: int) -> np.ndarray:
     idx = np.arange(1, len(scores) + 1)
     lo = np.maximum(idx - window, 0)
     return (csum[idx] - csum[lo]) / (idx - lo)[:, None]
+
+
+def resolve_pooled_mode(vectors: EmotionVectors, mode: str = "auto") -> str:
+    """The mode of pooled (whole-text) read-outs: ``auto`` -> ``lda`` if the file has a head.
+
+    >>> resolve_pooled_mode(vecs), resolve_pooled_mode(vecs, "cosine")
+    ('centered', 'cosine')
+    """
+    if mode == "auto" and vectors.head is not None and vectors.center is not None:
+        return "lda"
+    return resolve_mode(vectors, mode)
 
 
 def resolve_mode(vectors: EmotionVectors, mode: str = "auto") -> str:
@@ -181,6 +196,8 @@ class Readout:
 
     ``pool_start`` is the first pooled token (tokens before it — the attention sink and
     the skipped tokens — are shown but not pooled; so are special and template tokens).
+    ``mode`` scored the tokens, ``pooled_mode`` the pooled read-out (they differ under
+    ``auto`` when the file has a read-out head: see :func:`resolve_pooled_mode`).
     """
 
     tokens: list[str]
@@ -194,6 +211,7 @@ class Readout:
     assistant_start: int | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
+    pooled_mode: str = ""
 
     def summary(self, top: int | None = None) -> list[tuple[str, float]]:
         """Emotions ranked by the pooled read-out, highest first (validation's classification).
@@ -223,6 +241,7 @@ class Readout:
         return {
             "layers": self.layers,
             "mode": self.mode,
+            "pooled_mode": self.pooled_mode or self.mode,
             "n_tokens": len(self.tokens),
             "pool_start": self.pool_start,
             "assistant_start": self.assistant_start,
@@ -276,6 +295,9 @@ def read_many(lm: ModelAdapter, texts: Sequence[Input], vectors: EmotionVectors,
         raise EmolensError(f"window must be >= 1, got {window}")
     layers = read_layers(lm, vectors, layer)
     reader = Reader(vectors, layers, mode, lm.device, emotions)
+    pooled_mode = resolve_pooled_mode(vectors, mode)
+    pooler = reader if pooled_mode == reader.mode else Reader(vectors, layers, pooled_mode,
+                                                              lm.device, emotions)
     skip = int(vectors.meta.get("token_skip", DEFAULT_TOKEN_SKIP) if token_skip is None
                else token_skip)
     out: list[Readout] = []
@@ -287,7 +309,7 @@ def read_many(lm: ModelAdapter, texts: Sequence[Input], vectors: EmotionVectors,
         per_token = reader.combine(store).cpu().numpy()
         mask = hooks.pool_mask(batch["attention_mask"], skip,
                                lm.pool_exclude(batch, encoded))
-        pooled = reader.combine({i: hooks.pooled_mean(store[i], mask)
+        pooled = pooler.combine({i: hooks.pooled_mean(store[i], mask)
                                  for i in layers}).cpu().numpy()
         starts = mask.float().argmax(-1).tolist()
         # one batched (Rust-side) decode of every token of the batch: decoding them one by
@@ -303,7 +325,7 @@ def read_many(lm: ModelAdapter, texts: Sequence[Input], vectors: EmotionVectors,
                 scores=smooth(per_token[r, :n], window), pooled=pooled[r],
                 pool_start=int(starts[r]), mode=reader.mode,
                 assistant_start=enc.assistant_start, text=enc.text,
-                token_ids=list(enc.input_ids)))
+                token_ids=list(enc.input_ids), pooled_mode=pooler.mode))
         if progress is not None:
             progress(len(encoded))
     return out

@@ -39,10 +39,10 @@ def add_vector_args(parser: argparse.ArgumentParser) -> None:
                         help="read-out layer(s): 20, 0.66, '18,20', '16-20' or "
                              "blocks.20.hook_resid_post (default: the file's recommended layer)")
     parser.add_argument("--readout", "--mode", dest="mode", choices=MODES, default="auto",
-                        help="how activations are scored: auto (default: centered when the "
-                             "file stores its training centre, else cosine), cosine, centered, "
-                             "raw projection, or lda (the file's calibrated read-out head, "
-                             "which classifies text written elsewhere best)")
+                        help="how activations are scored: auto (default: tokens centered, "
+                             "in the study's units; a whole text's summary through the file's "
+                             "lda head when it has one), cosine, centered, raw projection, or "
+                             "lda (the calibrated read-out head, for tokens too)")
 
 
 def load_vectors_from_args(args: argparse.Namespace, lm: LanguageModel | None

@@ -40,7 +40,7 @@ from emolens.errors import CorpusError, EmolensError
 from emolens.experiments.common import read_scores, resolve_layer, token_skip
 from emolens.experiments.heldout import classification_result
 from emolens.experiments.registry import Analysis, Context, Option, Result, register
-from emolens.readout import resolve_mode
+from emolens.readout import resolve_pooled_mode
 from emolens.stats import Rate, format_rate, rate, topk_accuracy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -281,7 +281,7 @@ def outofstyle_classification(lm: LanguageModel, vectors: EmotionVectors,
     (60, ('happy', 'calm', 'desperate', 'angry', 'sad', 'afraid'), True)
     """
     layer = resolve_layer(lm, vectors, layer)
-    used = resolve_mode(vectors, mode)
+    used = resolve_pooled_mode(vectors, mode)
     texts = load_outofstyle() if texts is None else list(texts)
     keep = [t for t in texts if t.emotion in vectors]
     skipped = tuple(sorted({t.emotion for t in texts} - {t.emotion for t in keep}))
