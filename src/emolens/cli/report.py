@@ -29,7 +29,7 @@ DEMO_OPTIONS: dict[str, dict[str, Any]] = {
     "blackmail": {"n": 0, "extra_emotions": ()},
     "reward-hacking": {"n": 0, "extra_emotions": ()},
     "sycophancy": {"n": 0, "extra_emotions": ()},
-    "preference": {"pairs": 32, "n_vectors": 4, "dose": ()},
+    "preference": {"pairs": 96, "n_vectors": 4, "dose": ()},  # each activity in 3 pairs
 }
 
 
