@@ -41,6 +41,7 @@ def worker(mode: str, n: int, threads: int) -> dict:
     from emolens.corpus import Corpus, load_corpus
     from emolens.extract import StoryStats, collect, pooled_features, pooled_means
     from emolens.extract.accumulate import NeutralAccumulator, StoryAccumulator, nbytes
+    from emolens.extract.scatter import ScatterAccumulator
     from emolens.loading import load_model
 
     torch.set_num_threads(threads)
@@ -56,9 +57,12 @@ def worker(mode: str, n: int, threads: int) -> dict:
     held = 0
     if mode == "collect":
         run = collect(lm, corpus, layers, token_skip=50, batch_size=16)
-        held = run.stories.sums.nbytes + run.neutral.nbytes()
+        held = run.stories.sums.nbytes + run.neutral.nbytes() + sum(
+            a.nbytes for a in run.scatter.tensors().values())
         acc_bytes = nbytes(StoryAccumulator(run.stories.labels, layers, lm.hidden_size).arrays()) \
-            + nbytes(NeutralAccumulator(layers, lm.hidden_size).arrays())
+            + nbytes(NeutralAccumulator(layers, lm.hidden_size).arrays()) \
+            + nbytes(ScatterAccumulator(run.stories.labels, run.scatter.layers,
+                                        lm.hidden_size).arrays())
     else:
         means, counts, _ = pooled_features(lm, [r.text for r in stories], layers,
                                            batch_size=16)
@@ -75,9 +79,13 @@ def worker(mode: str, n: int, threads: int) -> dict:
 
 def scaled(emotions: int = 171) -> dict:
     """Bytes an extraction holds for big models (all layers), now and before."""
+    from emolens.extract.scatter import default_head_layers
+
     out = {}
     for name, layers, d in (("8B (32 x 4096)", 32, 4096), ("70B (80 x 8192)", 80, 8192)):
-        now = emotions * layers * d * 8 + layers * d * d * 4 + layers * (d * 8 + 10240 * 8)
+        head = len(default_head_layers(range(layers), d))  # the LDA head's scatter, 2 folds
+        now = emotions * layers * d * 8 + layers * d * d * 4 + layers * (d * 8 + 10240 * 8) \
+            + 2 * head * (d * d + emotions * d) * 8
         per_text_before = layers * d * 4
         before_fixed = layers * d * d * 8
         out[name] = {"now_gib_any_corpus": round(now / 2**30, 2),
