@@ -234,13 +234,8 @@ class IntensityComparison(WordingComparison):
     analysis: str = "intensity"
 
 
-def _run(ctx: Context, mode: str) -> IntensityComparison:
-    lm = ctx.model()
-    layer = resolve_layer(lm, ctx.vectors, ctx.layer)
-    mine = intensity_sweeps(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size, mode=mode)
-    fresh = fresh_intensity_sweeps(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size,
-                                   mode=mode)
-    return IntensityComparison(layer, mine.mode, mine, fresh)
+def _run(ctx: Context, mode: str) -> WordingComparison:
+    return IntensityComparison.run_both(ctx, mode, intensity_sweeps, fresh_intensity_sweeps)
 
 
 ANALYSIS = register(Analysis(

@@ -147,6 +147,19 @@ class WordingComparison(Result):
                 "mode": self.mode, "in_project": self.in_project.to_json(),
                 "fresh": self.fresh.to_json()}
 
+    @classmethod
+    def run_both(cls, ctx: Context, mode: str, in_project: Callable[..., Any],
+                 fresh: Callable[..., Any]) -> WordingComparison:
+        """Run one check on both batteries at the context's layer with read-out ``mode``:
+        ``in_project(lm, vectors, layer=, batch_size=, mode=)`` and ``fresh`` alike."""
+        from emolens.experiments.common import resolve_layer
+
+        lm = ctx.model()
+        layer = resolve_layer(lm, ctx.vectors, ctx.layer)
+        kw = dict(layer=layer, batch_size=ctx.batch_size, mode=mode)
+        mine = in_project(lm, ctx.vectors, **kw)
+        return cls(layer, mine.mode, mine, fresh(lm, ctx.vectors, **kw))
+
 
 # --------------------------------------------------------------------------------------------
 # options and analyses

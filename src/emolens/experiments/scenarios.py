@@ -230,13 +230,8 @@ class ScenarioComparison(WordingComparison):
     analysis: str = "scenarios"
 
 
-def _run(ctx: Context, mode: str) -> ScenarioComparison:
-    lm = ctx.model()
-    layer = resolve_layer(lm, ctx.vectors, ctx.layer)
-    mine = implicit_scenarios(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size,
-                              mode=mode)
-    fresh = fresh_scenarios(lm, ctx.vectors, layer=layer, batch_size=ctx.batch_size, mode=mode)
-    return ScenarioComparison(layer, mine.mode, mine, fresh)
+def _run(ctx: Context, mode: str) -> WordingComparison:
+    return ScenarioComparison.run_both(ctx, mode, implicit_scenarios, fresh_scenarios)
 
 
 ANALYSIS = register(Analysis(
