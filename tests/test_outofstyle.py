@@ -188,6 +188,32 @@ def test_outofstyle_runs_through_the_registry_on_the_tiny_model(tmp_path):
     assert "<table class='side-by-side'>" in page and "in-style held-out (12 texts)" in page
 
 
+def test_one_context_reads_the_heldout_split_once(monkeypatch):
+    """held-out and out-of-style share a report's Context: the second analysis reads only
+    the out-of-style texts, and its in-style numbers equal the held-out analysis's."""
+    from emolens.experiments import common
+
+    lm = tiny_lm("llama")
+    vecs = tiny_vectors(lm)
+    corpus = _heldout_corpus(vecs.emotions)
+    read: list[int] = []
+    real = common.pooled_scores
+
+    def counting(lm_, texts, *args, **kwargs):
+        read.append(len(texts))
+        return real(lm_, texts, *args, **kwargs)
+
+    monkeypatch.setattr(common, "pooled_scores", counting)
+    ctx = Context(lm, vecs, corpus, layer=2)
+    h = get("heldout").execute(ctx)
+    o = get("outofstyle").execute(ctx)
+    assert read == [12, 60]  # the 12 held-out texts once, then only the 60 new ones
+    assert (o.in_style.top1, o.in_style.top5, o.in_style.core) == (
+        h.top1, h.top5, h.core_accuracy)
+    fresh = O.outofstyle_classification(lm, vecs, corpus, layer=2)
+    assert fresh.in_style.top1 == o.in_style.top1 and read == [12, 60, 60, 12]
+
+
 def test_outofstyle_without_corpus_and_with_no_known_emotion():
     lm = tiny_lm("llama")
     vecs = tiny_vectors(lm)

@@ -120,7 +120,8 @@ def token_skip(vectors: EmotionVectors) -> int:
 def read_scores(lm: LanguageModel, vectors: EmotionVectors, inputs: Sequence[Any], layer: int,
                 emotions: Sequence[str] | None = None, *,
                 positions: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
-                mode: str = "auto") -> list[np.ndarray]:
+                mode: str = "auto", cache: dict[Any, Any] | None = None
+                ) -> list[np.ndarray]:
     """Emotion scores of inputs at ``layer``: the experiments' one read-out.
 
     Every analysis that turns activations into scores calls this function, and it calls
@@ -135,11 +136,22 @@ def read_scores(lm: LanguageModel, vectors: EmotionVectors, inputs: Sequence[Any
 
     ``emotions`` picks and orders the columns (default: every emotion of the file);
     ``mode`` is the read path's (``auto``: centred on the file's training centre when it
-    stores one, else cosine).
+    stores one, else cosine). ``cache`` (a dict the caller owns, such as
+    :attr:`~emolens.experiments.registry.Context.cache`) remembers pooled read-outs of texts,
+    so analyses of one run that read the same texts (held-out and out-of-style both read the
+    held-out split) run the model once.
 
     >>> [s.shape for s in read_scores(lm, vecs, ["A calm day.", "Run!"], 2, ["calm", "sad"])]
     [(2,), (2,)]
+    >>> memo = {}
+    >>> a = read_scores(lm, vecs, ["A calm day."], 2, cache=memo)
+    >>> b = read_scores(lm, vecs, ["Run!", "A calm day."], 2, cache=memo)
+    >>> bool((a[0] == b[1]).all()), sum(len(v) for v in memo.values())
+    (True, 2)
     """
+    if cache is not None and positions is None and all(isinstance(x, str) for x in inputs):
+        return _read_pooled_cached(lm, vectors, list(inputs), layer, emotions,
+                                   batch_size=batch_size, mode=mode, cache=cache)
     names = list(emotions) if emotions is not None else list(vectors.emotions)
     step = max(1, int(batch_size))
     items = list(inputs)
@@ -166,6 +178,20 @@ def read_scores(lm: LanguageModel, vectors: EmotionVectors, inputs: Sequence[Any
             raise EmolensError(f"positions {bad} are outside an input of {len(r.tokens)} tokens")
         out[i] = np.asarray(r.scores[pos], dtype=np.float64)
     return out
+
+
+def _read_pooled_cached(lm: LanguageModel, vectors: EmotionVectors, texts: list[str],
+                        layer: int, emotions: Sequence[str] | None, *, batch_size: int,
+                        mode: str, cache: dict[Any, Any]) -> list[np.ndarray]:
+    """:func:`read_scores` of pooled texts through ``cache``: one entry per (model, vectors,
+    layer, mode, columns), each mapping a text to its row; only unseen texts are read."""
+    names = tuple(emotions) if emotions is not None else tuple(vectors.emotions)
+    seen = cache.setdefault(("pooled", id(lm), id(vectors), int(layer), str(mode), names), {})
+    todo = list(dict.fromkeys(t for t in texts if t not in seen))
+    for text, row in zip(todo, read_scores(lm, vectors, todo, layer, names,
+                                           batch_size=batch_size, mode=mode), strict=True):
+        seen[text] = row
+    return [seen[t] for t in texts]
 
 
 def _length(item: Any) -> int:

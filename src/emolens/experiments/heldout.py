@@ -119,9 +119,11 @@ def classification_result(scores: np.ndarray, truth: Sequence[str], emotions: Se
 
 def heldout_classification(lm: LanguageModel, vectors: EmotionVectors, corpus: Corpus,
                            layer: Any = None, batch_size: int = 16,
-                           mode: str = "auto") -> HeldoutResult:
+                           mode: str = "auto", cache: dict[Any, Any] | None = None
+                           ) -> HeldoutResult:
     """Classify the corpus's held-out stories by their pooled read-out at ``layer``
-    (read-out ``mode``: ``auto`` = centred directions, ``lda`` = the file's head).
+    (read-out ``mode``: ``auto`` = centred directions, ``lda`` = the file's head; ``cache``:
+    see :func:`~emolens.experiments.common.read_scores`).
 
     >>> from emolens.corpus import Corpus, Record
     >>> stories = Corpus([Record(id=f"s{i}", kind="story", emotion=e, split="heldout",
@@ -137,14 +139,14 @@ def heldout_classification(lm: LanguageModel, vectors: EmotionVectors, corpus: C
         raise CorpusError(f"corpus {corpus.source!r} has no clean held-out stories for the "
                           "emotions of this vector file")
     scores = np.stack(read_scores(lm, vectors, [r.text for r in stories], layer,
-                                  batch_size=batch_size, mode=mode))
+                                  batch_size=batch_size, mode=mode, cache=cache))
     return classification_result(scores, [r.emotion for r in stories], vectors.emotions,
                                  layer=layer, token_skip=token_skip(vectors))
 
 
 def _run(ctx: Context, mode: str) -> HeldoutResult:
     return heldout_classification(ctx.model(), ctx.vectors, ctx.need_corpus(), layer=ctx.layer,
-                                  batch_size=ctx.batch_size, mode=mode)
+                                  batch_size=ctx.batch_size, mode=mode, cache=ctx.cache)
 
 
 ANALYSIS = register(Analysis(

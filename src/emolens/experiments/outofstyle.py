@@ -264,17 +264,20 @@ def _chance(a: Accuracy, field: str) -> float:
 
 
 def _read(lm: LanguageModel, vectors: EmotionVectors, texts: Sequence[str], layer: int,
-          mode: str, batch_size: int) -> np.ndarray:
+          mode: str, batch_size: int, cache: dict[Any, Any] | None) -> np.ndarray:
     return np.stack(read_scores(lm, vectors, list(texts), layer, batch_size=batch_size,
-                                mode=mode))
+                                mode=mode, cache=cache))
 
 
 def outofstyle_classification(lm: LanguageModel, vectors: EmotionVectors,
                               corpus: Corpus | None = None, layer: Any = None,
                               mode: str = "auto", batch_size: int = 16,
-                              texts: Sequence[EvalText] | None = None) -> OutOfStyleResult:
+                              texts: Sequence[EvalText] | None = None,
+                              cache: dict[Any, Any] | None = None) -> OutOfStyleResult:
     """Classify the out-of-style texts (default: the shipped set) and, when ``corpus`` is
-    given, the corpus's held-out stories, with the pooled read-out ``mode`` at ``layer``.
+    given, the corpus's held-out stories, with the pooled read-out ``mode`` at ``layer``
+    (``cache``: see :func:`~emolens.experiments.common.read_scores`; a report shares the
+    held-out stories' read-out with :mod:`~emolens.experiments.heldout` through it).
 
     >>> r = outofstyle_classification(lm, vecs)
     >>> r.out_of_style.n_texts, r.out_of_style.eight_emotions, r.in_style is None
@@ -290,13 +293,13 @@ def outofstyle_classification(lm: LanguageModel, vectors: EmotionVectors,
                           "file")
     names = list(vectors.emotions)
     truth = [t.emotion for t in keep]
-    S = _read(lm, vectors, [t.text for t in keep], layer, mode, batch_size)
+    S = _read(lm, vectors, [t.text for t in keep], layer, mode, batch_size, cache)
     in_style = in_stories = None
     in_by_register: dict[str, Rate] = {}
     if corpus is not None:
         held = corpus.stories(split="heldout", emotions=names)
         if held:
-            H = _read(lm, vectors, [r.text for r in held], layer, mode, batch_size)
+            H = _read(lm, vectors, [r.text for r in held], layer, mode, batch_size, cache)
             labels = [r.emotion for r in held]
             in_style = accuracy(H, labels, names)
             registers = [getattr(r, "register", None) or "story" for r in held]
@@ -317,7 +320,7 @@ def outofstyle_classification(lm: LanguageModel, vectors: EmotionVectors,
 
 def _run(ctx: Context, mode: str) -> OutOfStyleResult:
     return outofstyle_classification(ctx.model(), ctx.vectors, ctx.corpus, layer=ctx.layer,
-                                     mode=mode, batch_size=ctx.batch_size)
+                                     mode=mode, batch_size=ctx.batch_size, cache=ctx.cache)
 
 
 ANALYSIS = register(Analysis(

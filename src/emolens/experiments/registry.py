@@ -36,7 +36,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -258,6 +258,8 @@ class Context:
     seed: int = 0
     batch_size: int = 16
     log: Callable[[str], None] | None = None
+    #: What analyses of one run share (pooled read-outs of texts, see ``read_scores``).
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def say(self, message: str) -> None:
         """Report progress: to the logger, and to ``log`` when one is given."""
