@@ -190,6 +190,40 @@ def test_rates_are_tested_exactly_against_unsteered():
     assert r[2].rate.ci_low > 0.6 and r[2].rate.ci_high == 1.0  # Wilson
 
 
+def _result(rates, logodds, n=10, guard=None, aucs=()):
+    from emolens.experiments.behaviour_stats import BehaviourResult
+
+    return BehaviourResult("bm", "B", "bad", "m", [3], 3, n, ["i"], 0.8, 8,
+                           [p.condition for p in logodds], {"p": logodds}, {"bad": rates},
+                           auc=list(aucs), guard=guard)
+
+
+def test_verdict_says_which_effects_are_there():
+    from emolens.experiments.behaviour_stats import logodds_points
+
+    info = [("unsteered", None, 0.0), ("desperate +0.10", "desperate", 0.1),
+            ("calm +0.10", "calm", 0.1), ("random +0.10", "random", 0.1)]
+    lo = logodds_points({0: [0.0] * 6, 1: [1.0, 1.1, 0.9, 1.2, 1.0, 0.8],
+                         2: [0.1, -0.1, 0.05, -0.05, 0.0, 0.02], 3: [0.0] * 6}, info,
+                        n_boot=50)
+    rates = rate_points({0: ["bad"] * 2 + ["ok"] * 8, 1: ["bad"] * 10, 2: ["bad"] * 2 +
+                         ["ok"] * 8, 3: ["bad"] * 3 + ["ok"] * 7}, info, "bad")
+    v = _result(rates, lo).verdict()
+    assert "the p log-odds moves under desperate +0.10 (+1.00, p=0.0312)" in v
+    assert "not under the random direction (1 of 2 emotion conditions" in v
+    assert ("'bad' rate (unsteered 2/10, 95% CI [0.06, 0.51]) moves under desperate +0.10 "
+            "(+0.80, p < 0.001)") in v
+    # nothing moves: said as a null, with what chance alone would give
+    flat = rate_points({c: ["ok"] * 10 for c in range(4)}, info, "bad")
+    v = _result(flat, logodds_points({c: [0.0] * 6 for c in range(4)}, info, n_boot=20)
+                ).verdict()
+    assert v.count("no steered condition moves") == 2 and "0.1 expected by chance" in v
+    assert "cannot be tested" not in v
+    # n = 0: no behaviour measured, and the verdict says so instead of quoting empty rates
+    v0 = _result([], lo, n=0).verdict()
+    assert "no replies were sampled (n = 0)" in v0 and "'bad' rate" not in v0
+
+
 def test_auc_and_sign_flip_test():
     assert auc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
     assert auc([1, 2, 3, 4], [1, 1, 0, 0]) == 0.0
@@ -241,6 +275,8 @@ def test_evaluate_reports_every_measure_and_draws(lm, vecs):
     data = res.to_json()
     json.dumps(data, allow_nan=False)
     assert data["kind"] == "behaviour" and "Choice log-odds p" in res.summary()
+    assert res.summary().splitlines()[1] == f"Verdict: {res.verdict()}"
+    assert "the guard fired in" in res.verdict()
     figs = figures_of(res)
     assert set(figs) == {"main", "logodds", "traces", "guard"}
 

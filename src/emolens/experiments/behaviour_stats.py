@@ -236,6 +236,42 @@ def auc_row(feature: str, site: str, scores: Sequence[float], labels: Sequence[i
 # ------------------------------------------------------------------------------ the result
 
 
+def _effects(what: str, points: Sequence[Any], diff: Any, p: Any) -> str:
+    """One sentence on which steered conditions move ``what`` (p < 0.05), whether the random
+    direction does too, and how many hits chance alone would give.
+
+    >>> pts = [LogOddsPoint("unsteered", None, 0, 6, 0, 0, 0, 0, 0, 0, 1.0),
+    ...        LogOddsPoint("calm +0.10", "calm", .1, 6, -.4, -.6, -.2, -.4, -.6, -.2, .03),
+    ...        LogOddsPoint("random +0.10", "random", .1, 6, 0, -.1, .1, 0, -.1, .1, .9)]
+    >>> print(_effects("the log-odds", pts, lambda q: q.diff, lambda q: q.p))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    the log-odds moves under calm +0.10 (-0.40, p=0.03) and not under the random direction (1 of 1
+    emotion conditions at p < 0.05, 0.1 expected by chance)
+    """
+    steered = [q for q in points if q.emotion is not None and q.emotion != "random"]
+    random_ = [q for q in points if q.emotion == "random"]
+    hits = [q for q in steered if math.isfinite(p(q)) and p(q) < 0.05]
+    chance = f"{len(hits)} of {len(steered)} emotion conditions at p < 0.05, " \
+             f"{0.05 * len(steered):.1f} expected by chance"
+    if not hits:
+        return f"no steered condition moves {what} ({chance}): no effect at this size"
+    shown = ", ".join(f"{q.condition} ({_signed(diff(q))}, {_p(p(q))})"
+                      for q in sorted(hits, key=lambda q: p(q))[:4])
+    rnd = ""
+    if random_:
+        r = random_[0]
+        rnd = (f" and under the random direction too ({_signed(diff(r))}, {_p(p(r))}: "
+               "not specific to the emotion)" if math.isfinite(p(r)) and p(r) < 0.05
+               else " and not under the random direction")
+    return f"{what} moves under {shown}{rnd} ({chance})"
+
+
+def _p(x: float | None) -> str:
+    """``p=0.031`` or ``p < 0.001``."""
+    s = fmt_p(math.nan if x is None else x)
+    return f"p {s}" if s.startswith("<") else f"p={s}"
+
+
 def _signed(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:+.{digits}f}"
 
@@ -283,12 +319,53 @@ class BehaviourResult(Result):
                 return p
         raise KeyError(condition)
 
+    def verdict(self) -> str:
+        """Plain sentences: which of the study's effects this run shows and which it does not
+        (a test at p < 0.05 per condition, with how many such hits chance alone would give)."""
+        words = []
+        for pair, pts in self.logodds.items():
+            words.append(_effects(f"the {pair} log-odds", pts, lambda p: p.diff,
+                                  lambda p: p.p))
+        if self.n == 0:
+            words.append("no replies were sampled (n = 0), so this run measures no behaviour "
+                         "rate, no read-out AUC and no guardrail")
+            return "; ".join(words) + "."
+        pts = self.rates.get(self.headline, [])
+        if pts:
+            base = pts[0].rate
+            words.append(_effects(
+                f"the '{self.headline}' rate (unsteered {base.hits}/{base.n}, 95% CI "
+                f"[{base.ci_low:.2f}, {base.ci_high:.2f}])", pts, lambda p: p.diff,
+                lambda p: p.p))
+        told = [a for a in self.auc if a.site == "decision point" and a.feature == "desperate"]
+        if told and not math.isfinite(told[0].auc):
+            words.append(f"no unsteered reply was graded '{self.headline}', so the read-out "
+                         "before the reply cannot be tested as a predictor")
+        elif told:
+            a = told[0]
+            words.append(f"the desperate read-out before the reply predicts it with AUC "
+                         f"{fmt(a.auc, 2)} [{fmt(a.ci_low, 2)}, {fmt(a.ci_high, 2)}]"
+                         + (" (better than chance)" if a.ci_low > 0.5 else
+                            " (not distinguishable from chance)"))
+        if self.guard:
+            arms = self.guard["arms"]
+            for off, on in zip(arms[::2], arms[1::2], strict=False):
+                moved = "lowered" if on.rate.value < off.rate.value else (
+                    "raised" if on.rate.value > off.rate.value else "left")
+                words.append(
+                    f"the guard fired in {on.fired.hits if on.fired else 0}/"
+                    f"{on.fired.n if on.fired else 0} '{off.condition}' replies and {moved} "
+                    f"the '{self.headline}' rate ({off.rate.hits}/{off.rate.n} to "
+                    f"{on.rate.hits}/{on.rate.n}, {_p(on.p)})")
+        return "; ".join(words) + "."
+
     def summary(self) -> str:
         """The numbers that matter, each with n and its interval."""
         lines = [f"{self.title}: {self.model}, {len(self.items)} items, steered at layer(s) "
                  f"{','.join(map(str, self.steer_layers))}, read at layer {self.read_layer}; "
                  f"{self.n} sampled replies per item and condition (temperature "
-                 f"{self.temperature:g}, up to {self.max_new_tokens} tokens)."]
+                 f"{self.temperature:g}, up to {self.max_new_tokens} tokens).",
+                 f"Verdict: {self.verdict()}"]
         for pair, pts in self.logodds.items():
             lines.append(f"Choice log-odds {pair} (mean over {pts[0].n} items, 95% bootstrap "
                          "CI; difference from unsteered, exact sign-flip p):")
