@@ -321,3 +321,15 @@ def test_validate_cli_runs_an_evaluation_with_json_and_a_judge(lm, vecs, tmp_pat
     assert "rates" in data["judge"]
     assert (tmp_path / "o" / "sycophancy.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "o" / "sycophancy-traces.png").is_file()
+    # every graded reply is kept for an audit, beside the numbers and not inside them
+    rows = [json.loads(x) for x in
+            (tmp_path / "o" / "sycophancy-records.jsonl").read_text().splitlines()]
+    assert "replies" not in data
+    plain = [r for r in rows if not r["guard"]]
+    assert len(plain) == 6 and {r["item"] for r in rows} == {"syc-01-float-sum"}
+    assert {r["condition"] for r in plain} == set(data["conditions"])
+    assert all(r["label"] in ("hold", "capitulate", "harsh", "unclear") and "judge" in r
+               for r in plain)
+    guarded = [r for r in rows if r["guard"]]
+    assert [r["condition"] for r in guarded] == ["unsteered + guard", "desperate +0.10 + guard"]
+    assert all("triggered_at" in r for r in guarded)

@@ -44,6 +44,9 @@ class ToyResult(Result):
     def summary(self) -> str:
         return f"toy sees {self.n_emotions + self.plus} emotions, first {self.first}"
 
+    def records(self) -> list[dict]:
+        return [{"emotion": self.first, "plus": self.plus}]
+
 
 def _toy_run(ctx: Context, plus: int, label: str) -> ToyResult:
     ctx.say(f"toy running with {label}")
@@ -166,6 +169,10 @@ def test_toy_becomes_a_report_section_and_is_cached(toy, tmp_path):
     assert "toy sees 7 emotions, first calm" in html and "study section 0.0" in html
     assert "figures/toy-count-main.png" in html
     assert (tmp_path / "figures" / "toy-count-main.png").is_file()
+    # the rows behind the numbers are written beside the page and linked from the section
+    assert "<a href='records/toy-count-records.jsonl'>" in html
+    assert (tmp_path / "records" / "toy-count-records.jsonl").read_text() == (
+        '{"emotion": "calm", "plus": 1}\n')
     # an analysis these vectors cannot feed says why instead of breaking the page
     assert "<section id='scenarios'>" in html and "Not run: the scenario check needs" in html
     assert any("toy running with plain" in m for m in lines)

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from emolens.errors import FileWriteError
 
@@ -37,6 +38,7 @@ __all__ = [
     "atomic_path",
     "ensure_dir",
     "repair_torn_tail",
+    "write_jsonl_atomic",
     "write_text_atomic",
 ]
 
@@ -238,6 +240,18 @@ def repair_torn_tail(path: str | os.PathLike[str]) -> int:
         f.flush()
         os.fsync(f.fileno())
     return dropped
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Any]) -> Path:
+    """Write ``rows`` as JSON lines in one atomic replace (:func:`atomic_path`).
+
+    >>> import tempfile, pathlib
+    >>> p = write_jsonl_atomic(pathlib.Path(tempfile.mkdtemp()) / "r.jsonl", [{"a": 1}, [2]])
+    >>> p.read_text()
+    '{"a": 1}\n[2]\n'
+    """
+    body = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
+    return write_text_atomic(path, body)
 
 
 def append_lines(path: str | os.PathLike[str], lines: Iterable[str]) -> int:

@@ -217,8 +217,9 @@ def _options_for(a: Analysis, ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _save(result: Any, out_dir: Path, name: str, data: dict[str, Any]) -> list[Path]:
-    """``NAME.png`` for the main figure, ``NAME-FIG.png`` for others, ``NAME.json``."""
-    from emolens.fileio import write_text_atomic
+    """``NAME.png`` for the main figure, ``NAME-FIG.png`` for others, ``NAME.json``, and
+    ``NAME-records.jsonl`` when the result has rows to audit (graded replies)."""
+    from emolens.fileio import write_jsonl_atomic, write_text_atomic
     from emolens.report.figures import figures_of
     from emolens.report.plots import save_png
 
@@ -228,6 +229,8 @@ def _save(result: Any, out_dir: Path, name: str, data: dict[str, Any]) -> list[P
         paths.append(save_png(fig, out_dir / f"{stem}.png"))
     write_text_atomic(out_dir / f"{name}.json",
                       json.dumps(data, indent=2, allow_nan=False) + "\n")
+    if rows := result.records():
+        write_jsonl_atomic(out_dir / f"{name}-records.jsonl", rows)
     return paths
 
 

@@ -287,6 +287,9 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
     with ThreadPoolExecutor(max_workers=max(1, ev.threads)) as pool:
         got = list(pool.map(lambda x: ev.grade(x[1], x[3]), replies))
     labels = {(c, i, k): lab for (c, i, k, _t), lab in zip(replies, got, strict=True)}
+    records = [{"condition": conds[c].name, "item": its[i].id, "sample": k, "guard": False,
+                "label": lab, "text": t}
+               for (c, i, k, t), lab in zip(replies, got, strict=True)]
     by_cond: dict[int, list[str]] = {}
     for (c, _i, _k), lab in sorted(labels.items()):
         by_cond.setdefault(c, []).append(lab)
@@ -302,8 +305,9 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
                                                      for _c, i, _k, _t in replies],
                            [t for *_x, t in replies], ctx.batch_size, judge_tokens)
         jc: dict[int, list[str]] = {}
-        for (c, _i, _k, _t), lab in zip(replies, jl, strict=True):
+        for (c, _i, _k, _t), lab, rec in zip(replies, jl, records, strict=True):
             jc.setdefault(c, []).append(lab or "unparsed")
+            rec["judge"] = lab
         judge_out = {"model": getattr(judge_lm, "name", judge),
                      "rates": {lab: rate_points(jc, info, lab) for lab in ev.labels},
                      "agreement": rate(sum(a == b for a, b in zip(got, jl, strict=True)),
@@ -354,6 +358,11 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         grows = run_rows(lm, vecs, its, arms, n=n, guard=GuardSpec(rule, strengths_g),
                          **common)
         glabels = [[ev.grade(r.item, rep.text) for rep in r.replies] for r in grows]
+        records += [{"condition": arms[r.condition].name, "item": its[r.item].id,
+                     "sample": k, "guard": True, "label": lab,
+                     "triggered_at": rep.triggered_at, "text": rep.text}
+                    for r, labs in zip(grows, glabels, strict=True)
+                    for k, (rep, lab) in enumerate(zip(r.replies, labs, strict=True))]
         arm_out = []
         for a_i, arm in enumerate(arms):
             twin = conds.index(Condition(arm.emotion, arm.strength))
@@ -385,4 +394,4 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         temperature=temperature, max_new_tokens=max_new_tokens,
         conditions=[c.name for c in conds], logodds=logodds, rates=rates, judge=judge_out,
         grader=ev.graders(), traces=traces, auc=aucs, guard=guard_out, examples=examples,
-        notes=notes, wall_seconds=time.perf_counter() - t0)
+        notes=notes, wall_seconds=time.perf_counter() - t0, replies=records)

@@ -304,6 +304,20 @@ class BehaviourResult(Result):
     examples: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    #: Every sampled reply with its grade (see :meth:`records`); not in :meth:`to_json`.
+    replies: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every sampled reply: ``condition``, ``item``, ``sample``, ``guard`` (a guardrail
+        arm), ``label`` (the rule grader's), ``judge`` (the judge's, when one ran),
+        ``triggered_at`` (the token where the guard fired) and ``text``."""
+        return list(self.replies)
+
+    def to_json(self) -> dict[str, Any]:
+        """The numbers (:meth:`Result.to_json`) without the replies."""
+        out = super().to_json()
+        out.pop("replies", None)
+        return out
 
     def point(self, pair: str, condition: str) -> LogOddsPoint:
         """The log-odds point of ``pair`` at ``condition`` (by name)."""

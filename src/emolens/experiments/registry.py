@@ -116,6 +116,12 @@ class Result:
         """A few readable lines: the numbers that matter, with n and intervals."""
         raise NotImplementedError(f"{type(self).__name__} has no summary()")
 
+    def records(self) -> list[dict[str, Any]]:
+        """The rows behind the numbers, for an audit (every graded reply of a behavioural
+        evaluation); written as ``NAME-records.jsonl`` beside the figures and left out of
+        :meth:`to_json`. Most results have none."""
+        return []
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict of every field (NaN becomes null), with the result's ``kind``."""
         out = jsonable(self)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from emolens import __version__
 from emolens.errors import EmolensError
 from emolens.experiments import Analysis, Context, analyses, get
-from emolens.fileio import write_text_atomic
+from emolens.fileio import write_jsonl_atomic, write_text_atomic
 from emolens.report.figures import save_figures
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,6 +119,10 @@ def run_sections(ctx: Context, out: str | Path, chosen: Sequence[str | Analysis]
                             "error": str(exc), "seconds": 0.0})
             continue
         pngs = save_figures(result, figdir, analysis.name)
+        if rows := result.records():  # every graded reply, for an audit beside the page
+            entry["records"] = write_jsonl_atomic(
+                out / "records" / f"{analysis.name}-records.jsonl", rows).relative_to(
+                    out).as_posix()
         entry.update(summary=result.summary(), data=result.to_json(),
                      figures=[p.name for p in pngs],
                      seconds=round(time.perf_counter() - started, 1))
@@ -238,10 +242,13 @@ def render_html(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any])
         section = f" (study section {esc(e['section'])})" if e.get("section") else ""
         desc = f"<p>{esc(e['description'])}</p>" if e.get("description") else ""
         klass = "summary error" if e.get("error") else "summary"
+        records = (f"<p><a href='{esc(e['records'])}'>Every graded reply</a> (JSON lines: "
+                   "condition, item, label, text) for an audit.</p>"
+                   if e.get("records") else "")
         parts.append(
             f"<section id='{esc(e['key'])}'><h2>{esc(e['title'])}</h2>{desc}"
             f"<p class='study'>Study{section}: {esc(e['study'])}</p>"
-            f"<p class='{klass}'>{esc(e['summary'])}</p>{_section_table(e)}{figs}"
+            f"<p class='{klass}'>{esc(e['summary'])}</p>{_section_table(e)}{figs}{records}"
             f"<details><summary>Numbers</summary><pre>{data}</pre></details></section>")
     parts.append("</body></html>")
     return "\n".join(parts)
