@@ -281,6 +281,24 @@ def test_evaluate_reports_every_measure_and_draws(lm, vecs):
     assert set(figs) == {"main", "logodds", "traces", "guard"}
 
 
+def test_sample_items_samples_a_prefix_and_keeps_every_items_logodds(lm, vecs):
+    ctx = Context(lm, vecs)
+    kw = dict(strengths=(-0.1, 0.1), extra_emotions=("angry",), max_new_tokens=4, n_boot=20,
+              alert="")
+    full = evaluate(ctx, _toy_eval(lm), n=2, **kw)
+    part = evaluate(ctx, _toy_eval(lm), n=2, sample_items=1, **kw)
+    assert part.sampled_items == ["a"] and full.sampled_items == ["a", "b"]
+    assert all(p.rate.n == 2 for p in part.rates["bad"])  # 2 replies x the first item
+    assert {r["item"] for r in part.records()} == {"a"} and len(part.records()) == 12
+    # log-odds: every item under every condition (the extra emotion too), equal to the full run
+    for pair in full.logodds:
+        for a, b in zip(full.logodds[pair], part.logodds[pair], strict=True):
+            assert (a.condition, a.n) == (b.condition, b.n) and a.n == 2
+            assert a.values == pytest.approx(b.values)
+    assert "on 1 of the 2 items" in part.summary()
+    assert "of the 2 items" not in full.summary()
+
+
 def test_registered_analyses_run_on_a_tiny_model(lm, vecs):
     for name, labels in (("blackmail", {"blackmail", "disclosure"}),
                          ("sycophancy", {"capitulate", "harsh"}),

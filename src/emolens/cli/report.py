@@ -23,12 +23,15 @@ from emolens.cli.common import (
 )
 
 #: The main job must finish in minutes on two CPU cores: the demo runs the slow, sampled
-#: experiments at their cheapest informative settings (choice log-odds, probe traces and
-#: fewer pairs); ``emolens report`` runs every analysis at its full defaults.
+#: experiments at their cheapest informative settings (fewer activity pairs; the behavioural
+#: evaluations steer at +-0.1 only, take their choice log-odds on every scenario and sample
+#: one reply per condition on a few scenarios spread over each list, guardrail included);
+#: ``emolens report`` runs every analysis at its full defaults.
+_BEHAVIOUR = {"n": 1, "strengths": (-0.1, 0.1), "extra_emotions": ()}
 DEMO_OPTIONS: dict[str, dict[str, Any]] = {
-    "blackmail": {"n": 0, "extra_emotions": ()},
-    "reward-hacking": {"n": 0, "extra_emotions": ()},
-    "sycophancy": {"n": 0, "extra_emotions": ()},
+    "blackmail": {**_BEHAVIOUR, "sample_items": 3, "max_new_tokens": 48},
+    "reward-hacking": {**_BEHAVIOUR, "sample_items": 4, "max_new_tokens": 96},
+    "sycophancy": {**_BEHAVIOUR, "sample_items": 6, "max_new_tokens": 48},
     "preference": {"pairs": 96, "n_vectors": 4, "dose": ()},  # each activity in 3 pairs
 }
 

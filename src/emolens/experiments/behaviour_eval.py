@@ -81,7 +81,7 @@ from emolens.steer import parse_strengths
 if TYPE_CHECKING:  # pragma: no cover
     from emolens.lens import LanguageModel
 
-__all__ = ["Evaluation", "evaluate", "grader_scores", "options", "transcript_text"]
+__all__ = ["Evaluation", "evaluate", "grader_scores", "options", "spread", "transcript_text"]
 
 #: Emotions read over every transcript (the study's early-warning pair).
 TRACE_EMOTIONS = ("desperate", "calm")
@@ -125,6 +125,8 @@ def options(n: int = 2, max_new_tokens: int = 96) -> tuple[Option, ...]:
         Option("steer_layers", "", "layers to steer, e.g. 12-16 (default: the vector file's "
                                    "layer)"),
         Option("items", 0, "use only the first N items (0: all)"),
+        Option("sample_items", 0, "sample replies on N of those items, spread evenly over "
+                                  "them (0: all); the log-odds always use every item"),
         Option("max_new_tokens", max_new_tokens, "reply length in tokens"),
         Option("temperature", 0.8, "sampling temperature (top-p 0.95)"),
         Option("judge", "", "judge model beside the rule grader: a model spec, 'self', or "
@@ -146,6 +148,21 @@ def transcript_text(chat: Sequence[dict[str, str]]) -> str:
     'user: Hi'
     """
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in chat)
+
+
+def spread(total: int, k: int) -> list[int]:
+    """``k`` indices of ``range(total)`` spread evenly from the first to the last (all of them
+    when ``k`` is 0 or at least ``total``), so a sample covers every kind of a list sorted by
+    kind.
+
+    >>> spread(11, 4), spread(3, 0), spread(3, 5), spread(5, 1)
+    ([0, 3, 7, 10], [0, 1, 2], [0, 1, 2], [0])
+    """
+    if k <= 0 or k >= total:
+        return list(range(total))
+    if k == 1:
+        return [0]
+    return sorted({round(j * (total - 1) / (k - 1)) for j in range(k)})
 
 
 def grader_scores(report: Any, split: str, labels: Sequence[str]) -> list[GraderScore]:
@@ -227,7 +244,8 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
              emotions: Sequence[str] = ("desperate", "calm"),
              extra_emotions: Sequence[str] = ("angry", "nervous", "happy", "sad", "loving"),
              extra_strengths: Sequence[float] = (-0.1, 0.1), sample_extra: bool = False,
-             steer_layers: str = "", items: int = 0, max_new_tokens: int = 96,
+             steer_layers: str = "", items: int = 0, sample_items: int = 0,
+             max_new_tokens: int = 96,
              temperature: float = 0.8, judge: str = "", judge_tokens: int = 160,
              alert: str = "auto",
              guard: str = "calm=0.1", random_control: bool = True, n_boot: int = 2000
@@ -262,13 +280,23 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
                   temperature=temperature, seed=ctx.seed, batch_size=ctx.batch_size,
                   random_direction=vecs.random_direction(ctx.seed + 1),
                   log=lambda m: ctx.say(f"{ev.name}: {m}"))
-    ctx.say(f"{ev.name}: {len(its)} items x {len(main)} conditions x {n} replies, "
-            f"{len(later)} more conditions for the log-odds")
-    rows = run_rows(lm, vecs, its, main, n=n, **common)
-    if later:
-        rows += [RowOut(r.condition + len(main), r.item, r.prompt_ids, r.prompt_scores,
-                        r.logodds, r.replies)
-                 for r in run_rows(lm, vecs, its, later, n=0, **common)]
+    sampled = spread(len(its), sample_items) if n > 0 else []
+    ctx.say(f"{ev.name}: {len(its)} items x {len(main)} conditions, {n} replies on "
+            f"{len(sampled)} of the items, {len(later)} more conditions for the log-odds")
+
+    def rows_of(which: Sequence[int], cs: Sequence[Condition], k: int, cond0: int = 0,
+                **kw: Any) -> list[RowOut]:
+        """run_rows on the items ``which``, with item and condition indices put back."""
+        if not which or not cs:
+            return []
+        return [RowOut(r.condition + cond0, which[r.item], r.prompt_ids, r.prompt_scores,
+                       r.logodds, r.replies)
+                for r in run_rows(lm, vecs, [its[i] for i in which], cs, n=k, **kw,
+                                  **common)]
+
+    rest = [i for i in range(len(its)) if i not in sampled]
+    rows = rows_of(sampled, main, n) + rows_of(rest, main, 0) + \
+        rows_of(range(len(its)), later, 0, len(main))
     info = _info(conds)
     # ---- log-odds
     pairs = list(dict.fromkeys(k for it in its for k in it.choices))
@@ -355,8 +383,7 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         if top is not None and "desperate" in emotions:
             arms.append(Condition("desperate", float(top), True))
         ctx.say(f"{ev.name}: guardrail, alert {rule.name}, guard {guard}")
-        grows = run_rows(lm, vecs, its, arms, n=n, guard=GuardSpec(rule, strengths_g),
-                         **common)
+        grows = rows_of(sampled, arms, n, guard=GuardSpec(rule, strengths_g))
         glabels = [[ev.grade(r.item, rep.text) for rep in r.replies] for r in grows]
         records += [{"condition": arms[r.condition].name, "item": its[r.item].id,
                      "sample": k, "guard": True, "label": lab,
@@ -391,6 +418,7 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
     return BehaviourResult(
         evaluation=ev.name, title=ev.title, headline=ev.headline, model=lm.name,
         steer_layers=list(steer_at), read_layer=read_at, n=n, items=[i.id for i in its],
+        sampled_items=[its[i].id for i in sampled],
         temperature=temperature, max_new_tokens=max_new_tokens,
         conditions=[c.name for c in conds], logodds=logodds, rates=rates, judge=judge_out,
         grader=ev.graders(), traces=traces, auc=aucs, guard=guard_out, examples=examples,

@@ -304,6 +304,9 @@ class BehaviourResult(Result):
     examples: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    #: The items replies were sampled on (all of them unless ``sample_items`` was set; none
+    #: when ``n`` is 0).
+    sampled_items: list[str] = field(default_factory=list)
     #: Every sampled reply with its grade (see :meth:`records`); not in :meth:`to_json`.
     replies: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
@@ -373,12 +376,17 @@ class BehaviourResult(Result):
                     f"{on.rate.hits}/{on.rate.n}, {_p(on.p)})")
         return "; ".join(words) + "."
 
+    def _sampled_on(self) -> str:
+        k = len(self.sampled_items)
+        return f" on {k} of the {len(self.items)} items" \
+            if self.n and 0 < k < len(self.items) else ""
+
     def summary(self) -> str:
         """The numbers that matter, each with n and its interval."""
         lines = [f"{self.title}: {self.model}, {len(self.items)} items, steered at layer(s) "
                  f"{','.join(map(str, self.steer_layers))}, read at layer {self.read_layer}; "
-                 f"{self.n} sampled replies per item and condition (temperature "
-                 f"{self.temperature:g}, up to {self.max_new_tokens} tokens).",
+                 f"{self.n} sampled replies per item and condition{self._sampled_on()} "
+                 f"(temperature {self.temperature:g}, up to {self.max_new_tokens} tokens).",
                  f"Verdict: {self.verdict()}"]
         for pair, pts in self.logodds.items():
             lines.append(f"Choice log-odds {pair} (mean over {pts[0].n} items, 95% bootstrap "

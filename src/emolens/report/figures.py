@@ -299,8 +299,8 @@ def _behaviour(r: Any) -> dict[str, Figure]:
     out: dict[str, Figure] = {}
     n_items = len(r.items)
     rates = _dose_panels(
-        {f"rate of '{lab}' (n = {r.n * n_items} replies per condition)": pts
-         for lab, pts in r.rates.items()},
+        {f"rate of '{lab}' (n = {pts[0].rate.n} replies per condition)": pts
+         for lab, pts in r.rates.items() if pts},
         lambda p: p.rate.value, lambda p: p.rate.ci_low, lambda p: p.rate.ci_high)
     if rates:
         out["main"] = behaviour_plots.fig_dose_curves(
