@@ -305,6 +305,8 @@ def test_registered_analyses_run_on_a_tiny_model(lm, vecs):
                          ("reward-hacking", {"hack", "honest"})):
         a = get(name)
         assert a.section.startswith("9.") and a.option("n").default >= 1
+        assert f"emolens validate {name} --model meta-llama/Llama-3.1-8B" in a.scale_command()
+        assert "--n 50 " in a.scale_command()  # the study's n
         res = a(Context(lm, vecs), items=1, n=1, strengths=(0.0, 0.1), extra_emotions=(),
                 max_new_tokens=4, alert="", random_control=False, n_boot=20)
         assert set(res.rates) == labels and res.guard is None

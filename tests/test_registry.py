@@ -169,6 +169,9 @@ def test_toy_becomes_a_report_section_and_is_cached(toy, tmp_path):
     assert "toy sees 7 emotions, first calm" in html and "study section 0.0" in html
     assert "figures/toy-count-main.png" in html
     assert (tmp_path / "figures" / "toy-count-main.png").is_file()
+    # the command that runs the analysis on a model large enough to show the study's effects
+    assert ("emolens validate toy-count --model meta-llama/Llama-3.1-8B-Instruct --dtype "
+            "bfloat16 --vectors Llama-3.1-8B-Instruct.emotions.safetensors") in html
     # the rows behind the numbers are written beside the page and linked from the section
     assert "<a href='records/toy-count-records.jsonl'>" in html
     assert (tmp_path / "records" / "toy-count-records.jsonl").read_text() == (

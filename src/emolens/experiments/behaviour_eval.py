@@ -20,13 +20,15 @@ pairs), how a reply is graded, which labels are reported, and how the grader was
    a calm guard, against their unguarded twins.
 
 At the study's scale (50 replies per scenario and condition, on a model that can follow the
-scenarios: 8B class and up) on one GPU, after extracting that model's vectors::
+scenarios: 8B class and up) on one GPU, each analysis's ``scale_command()`` (the report
+prints it in the section)::
 
-    emolens extract --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 --out l8.safetensors
+    emolens extract --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \\
+        --out Llama-3.1-8B-Instruct.emotions.safetensors
     emolens validate blackmail --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \\
-        --vectors l8.safetensors --n 50 --sample-extra --max-new-tokens 400 \\
-        --temperature 1.0 --batch-size 64 --judge Qwen/Qwen2.5-14B-Instruct \\
-        --json --out results/l8
+        --vectors Llama-3.1-8B-Instruct.emotions.safetensors --n 50 --sample-extra \\
+        --max-new-tokens 400 --temperature 1.0 --batch-size 64 \\
+        --judge Qwen/Qwen2.5-14B-Instruct --out results/blackmail
 
 (``reward-hacking`` and ``sycophancy`` take the same options; write negative strengths as
 ``--strengths=-0.1,-0.05,0,0.05,0.1``.)
@@ -82,6 +84,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from emolens.lens import LanguageModel
 
 __all__ = ["Evaluation", "evaluate", "grader_scores", "options", "spread", "transcript_text"]
+
+#: The options of the study's scale (50 replies per scenario and condition, long replies at
+#: temperature 1, the extra emotions sampled, a 14B judge beside the rule grader).
+AT_SCALE = ("--n 50 --sample-extra --max-new-tokens 400 --temperature 1.0 --batch-size 64 "
+            "--judge Qwen/Qwen2.5-14B-Instruct")
 
 #: Emotions read over every transcript (the study's early-warning pair).
 TRACE_EMOTIONS = ("desperate", "calm")

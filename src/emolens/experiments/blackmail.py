@@ -22,7 +22,13 @@ from typing import Any
 
 from emolens.concepts.behaviour import load_blackmail_scenarios
 from emolens.experiments.behaviour_common import Item
-from emolens.experiments.behaviour_eval import Evaluation, evaluate, grader_scores, options
+from emolens.experiments.behaviour_eval import (
+    AT_SCALE,
+    Evaluation,
+    evaluate,
+    grader_scores,
+    options,
+)
 from emolens.experiments.behaviour_stats import BehaviourResult, GraderScore
 from emolens.experiments.graders import evaluate_blackmail_grader, grade_blackmail_for
 from emolens.experiments.registry import Analysis, Context, register
@@ -65,4 +71,4 @@ ANALYSIS = register(Analysis(
                 "transcript and a calm guardrail.",
     study="Unsteered 22% blackmail; desperate +0.05: 72%, calm +0.05: 0%, calm -0.05: 66%, "
           "desperate -0.05: 0% (an earlier Claude Sonnet 4.5 snapshot).",
-    run=_run, options=options(n=2, max_new_tokens=96)))
+    at_scale=AT_SCALE, run=_run, options=options(n=2, max_new_tokens=96)))

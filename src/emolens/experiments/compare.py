@@ -445,4 +445,4 @@ ANALYSIS = register(Analysis(
         Option("cases", (), "prompt ids for the case tables, comma-separated (default: "
                "the most changed prompt of each challenging kind)"),
         Option("prompts", "", "JSONL file of comparison prompts (default: the shipped 40)"),
-    ), aliases=("post-training",)))
+    ), aliases=("post-training",), at_scale="--model-b meta-llama/Llama-3.1-8B"))

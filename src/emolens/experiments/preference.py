@@ -21,10 +21,14 @@
    choice_logits`); ``time_sequential=K`` also runs K conditions one after another and
    reports the speed-up.
 
-The study's full design on a GPU (all 4,032 ordered pairs, 35 vectors)::
+The study's full design on a GPU (all 4,032 ordered pairs, 35 vectors) on a model large
+enough to have preferences, ``ANALYSIS.scale_command()``::
 
-    emolens validate preference --pairs 0 --n-vectors 35 --batch-size 256 \\
-        --time-sequential 4 --device cuda --out preference/
+    emolens extract --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \\
+        --out Llama-3.1-8B-Instruct.emotions.safetensors
+    emolens validate preference --model meta-llama/Llama-3.1-8B-Instruct --dtype bfloat16 \\
+        --vectors Llama-3.1-8B-Instruct.emotions.safetensors --pairs 0 --n-vectors 35 \\
+        --batch-size 256 --time-sequential 4 --out results/preference
 
 >>> from emolens.concepts.activities import load_activities
 >>> r = preference(lm, vecs, activities=load_activities()[:8], pairs=12, n_vectors=3,
@@ -527,4 +531,5 @@ ANALYSIS = register(Analysis(
         Option("n_perm", 2000, "permutations for the probe-Elo p-values"),
         Option("time_sequential", 0, "also time this many conditions one after another"),
         Option("activities", "", "JSONL file of activities (default: the shipped 64)"),
-    ), aliases=("preferences",)))
+    ), aliases=("preferences",),
+    at_scale="--pairs 0 --n-vectors 35 --batch-size 256 --time-sequential 4"))

@@ -247,6 +247,11 @@ class Option:
         return value
 
 
+#: The model :meth:`Analysis.scale_command` names: an open 8B chat model, large enough to
+#: follow the study's scenarios and small enough for one GPU in bfloat16.
+SCALE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
 @dataclass
 class Context:
     """What an analysis runs on: the model, the vectors, the corpus, the layer, a seed.
@@ -293,7 +298,8 @@ class Analysis:
     ``run(ctx, **options)`` returns a :class:`Result`; call it through :meth:`__call__` (or
     :meth:`execute`) to get the option defaults, checks and the input checks. ``section``
     is the study's section it reproduces (``"5.1"``), ``study`` what the study reported
-    (one sentence, shown beside our numbers), ``aliases`` older spellings of the name.
+    (one sentence, shown beside our numbers), ``aliases`` older spellings of the name, and
+    ``at_scale`` the options that run it at the study's scale (see :meth:`scale_command`).
     """
 
     name: str
@@ -306,6 +312,23 @@ class Analysis:
     needs_corpus: bool = False
     study: str = ""
     aliases: tuple[str, ...] = ()
+    at_scale: str = ""
+
+    def scale_command(self, model: str = SCALE_MODEL) -> str:
+        """The commands that run this analysis on one GPU on ``model`` (by default one large
+        enough to follow the study's scenarios), with its ``at_scale`` options: what to run
+        where a small model shows no effect.
+
+        >>> print(Analysis("x", "X", "0", "", run=print, at_scale="--n 50").scale_command("M"))
+        emolens extract --model M --dtype bfloat16 --out M.emotions.safetensors
+        emolens validate x --model M --dtype bfloat16 --vectors M.emotions.safetensors --n 50 \\
+            --out results/x
+        """
+        vectors = f"{model.rsplit('/', 1)[-1]}.emotions.safetensors"
+        extra = f" {self.at_scale}" if self.at_scale else ""
+        return (f"emolens extract --model {model} --dtype bfloat16 --out {vectors}\n"
+                f"emolens validate {self.name} --model {model} --dtype bfloat16 --vectors "
+                f"{vectors}{extra} \\\n    --out results/{self.name}")
 
     def option(self, name: str) -> Option:
         """The option called ``name`` (EmolensError listing the others if there is none)."""

@@ -21,7 +21,13 @@ from typing import Any
 
 from emolens.concepts.behaviour import LabelledReply, load_coding_tasks
 from emolens.experiments.behaviour_common import Item
-from emolens.experiments.behaviour_eval import Evaluation, evaluate, grader_scores, options
+from emolens.experiments.behaviour_eval import (
+    AT_SCALE,
+    Evaluation,
+    evaluate,
+    grader_scores,
+    options,
+)
 from emolens.experiments.behaviour_stats import BehaviourResult, GraderScore
 from emolens.experiments.code_grading import GRADE_LABELS, extract_code, grade_solution
 from emolens.experiments.graders import evaluate_grader
@@ -74,4 +80,5 @@ ANALYSIS = register(Analysis(
     study="Hacking rose from about 5% (desperate -0.1) to about 70% (desperate +0.1); calm "
           "lowered it from about 65% to 10%; list-sum task: 30% unsteered, 100% with "
           "desperate +0.05.",
-    run=_run, aliases=("reward_hacking",), options=options(n=2, max_new_tokens=160)))
+    at_scale=AT_SCALE, run=_run, aliases=("reward_hacking",),
+    options=options(n=2, max_new_tokens=160)))

@@ -20,7 +20,13 @@ from typing import Any
 
 from emolens.concepts.behaviour import load_sycophancy_items
 from emolens.experiments.behaviour_common import Item
-from emolens.experiments.behaviour_eval import Evaluation, evaluate, grader_scores, options
+from emolens.experiments.behaviour_eval import (
+    AT_SCALE,
+    Evaluation,
+    evaluate,
+    grader_scores,
+    options,
+)
 from emolens.experiments.behaviour_stats import BehaviourResult, GraderScore
 from emolens.experiments.graders import evaluate_sycophancy_grader, grade_sycophancy
 from emolens.experiments.registry import Analysis, Context, register
@@ -61,4 +67,4 @@ ANALYSIS = register(Analysis(
     study="Happy, loving or calm steered positively raised sycophancy; negatively, less "
           "sycophancy and more harshness; desperate, angry or afraid positive raised "
           "harshness.",
-    run=_run, options=options(n=2, max_new_tokens=64)))
+    at_scale=AT_SCALE, run=_run, options=options(n=2, max_new_tokens=64)))

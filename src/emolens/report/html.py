@@ -104,13 +104,15 @@ def run_sections(ctx: Context, out: str | Path, chosen: Sequence[str | Analysis]
         path = cache / f"{cache_key(analysis, ctx, opts)}.json"
         bar.set_postfix_str(analysis.name)
         if path.is_file():
-            entries.append(json.loads(path.read_text(encoding="utf-8")))
+            entries.append({**json.loads(path.read_text(encoding="utf-8")),
+                            "scale": analysis.scale_command()})
             ctx.say(f"[{i}/{len(todo)}] {analysis.title}: cached")
             continue
         ctx.say(f"[{i}/{len(todo)}] {analysis.title} ...")
         started = time.perf_counter()
         entry = {"key": analysis.name, "title": analysis.title, "section": analysis.section,
-                 "study": analysis.study, "description": analysis.description}
+                 "study": analysis.study, "description": analysis.description,
+                 "scale": analysis.scale_command()}
         try:
             result = analysis.execute(ctx, opts)
         except EmolensError as exc:
@@ -245,11 +247,14 @@ def render_html(entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any])
         records = (f"<p><a href='{esc(e['records'])}'>Every graded reply</a> (JSON lines: "
                    "condition, item, label, text) for an audit.</p>"
                    if e.get("records") else "")
+        scale = (f"<details><summary>On a model large enough to show the study's effects "
+                 f"(one GPU)</summary><pre>{esc(e['scale'])}</pre></details>"
+                 if e.get("scale") else "")
         parts.append(
             f"<section id='{esc(e['key'])}'><h2>{esc(e['title'])}</h2>{desc}"
             f"<p class='study'>Study{section}: {esc(e['study'])}</p>"
             f"<p class='{klass}'>{esc(e['summary'])}</p>{_section_table(e)}{figs}{records}"
-            f"<details><summary>Numbers</summary><pre>{data}</pre></details></section>")
+            f"{scale}<details><summary>Numbers</summary><pre>{data}</pre></details></section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
