@@ -248,7 +248,7 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Any]) -> Pat
     >>> import tempfile, pathlib
     >>> p = write_jsonl_atomic(pathlib.Path(tempfile.mkdtemp()) / "r.jsonl", [{"a": 1}, [2]])
     >>> p.read_text()
-    '{"a": 1}\n[2]\n'
+    '{"a": 1}\\n[2]\\n'
     """
     body = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
     return write_text_atomic(path, body)
