@@ -209,16 +209,23 @@ def test_verdict_says_which_effects_are_there():
     rates = rate_points({0: ["bad"] * 2 + ["ok"] * 8, 1: ["bad"] * 10, 2: ["bad"] * 2 +
                          ["ok"] * 8, 3: ["bad"] * 3 + ["ok"] * 7}, info, "bad")
     v = _result(rates, lo).verdict()
-    assert "the p log-odds moves under desperate +0.10 (+1.00, p=0.0312)" in v
-    assert "not under the random direction (1 of 2 emotion conditions" in v
-    assert ("'bad' rate (unsteered 2/10, 95% CI [0.06, 0.51]) moves under desperate +0.10 "
-            "(+0.80, p < 0.001)") in v
+    assert "the p log-odds: desperate +0.10 (+1.00, p=0.0312) moves it and the random " \
+           "direction does not (1 of 2 emotion conditions" in v
+    assert ("'bad' rate (unsteered 2/10, 95% CI [0.06, 0.51]): desperate +0.10 (+0.80, "
+            "p < 0.001) moves it") in v
     # nothing moves: said as a null, with what chance alone would give
     flat = rate_points({c: ["ok"] * 10 for c in range(4)}, info, "bad")
     v = _result(flat, logodds_points({c: [0.0] * 6 for c in range(4)}, info, n_boot=20)
                 ).verdict()
-    assert v.count("no steered condition moves") == 2 and "0.1 expected by chance" in v
+    assert v.count("no steered emotion moves it, the random direction does not either") == 2
+    assert "0.1 expected by chance); no emotion effect at this size" in v
     assert "cannot be tested" not in v
+    # only the random direction moves: the control's shift is named, not hidden by the null
+    rnd = logodds_points({0: [0.0] * 6, 1: [0.0] * 6, 2: [0.0] * 6, 3: [-1.0] * 6}, info,
+                         n_boot=20)
+    v = _result(flat, rnd).verdict()
+    assert "the p log-odds: no steered emotion moves it, the random direction moves it " \
+           "(-1.00, p=0.0312: a shift that is not specific to an emotion)" in v
     # n = 0: no behaviour measured, and the verdict says so instead of quoting empty rates
     v0 = _result([], lo, n=0).verdict()
     assert "no replies were sampled (n = 0)" in v0 and "'bad' rate" not in v0

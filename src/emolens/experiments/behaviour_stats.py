@@ -237,15 +237,15 @@ def auc_row(feature: str, site: str, scores: Sequence[float], labels: Sequence[i
 
 
 def _effects(what: str, points: Sequence[Any], diff: Any, p: Any) -> str:
-    """One sentence on which steered conditions move ``what`` (p < 0.05), whether the random
-    direction does too, and how many hits chance alone would give.
+    """One sentence on which steered emotions move ``what`` (p < 0.05), whether the random
+    direction moves it, and how many hits chance alone would give.
 
     >>> pts = [LogOddsPoint("unsteered", None, 0, 6, 0, 0, 0, 0, 0, 0, 1.0),
     ...        LogOddsPoint("calm +0.10", "calm", .1, 6, -.4, -.6, -.2, -.4, -.6, -.2, .03),
     ...        LogOddsPoint("random +0.10", "random", .1, 6, 0, -.1, .1, 0, -.1, .1, .9)]
     >>> print(_effects("the log-odds", pts, lambda q: q.diff, lambda q: q.p))
     ... # doctest: +NORMALIZE_WHITESPACE
-    the log-odds moves under calm +0.10 (-0.40, p=0.03) and not under the random direction (1 of 1
+    the log-odds: calm +0.10 (-0.40, p=0.03) moves it and the random direction does not (1 of 1
     emotion conditions at p < 0.05, 0.1 expected by chance)
     """
     steered = [q for q in points if q.emotion is not None and q.emotion != "random"]
@@ -253,17 +253,20 @@ def _effects(what: str, points: Sequence[Any], diff: Any, p: Any) -> str:
     hits = [q for q in steered if math.isfinite(p(q)) and p(q) < 0.05]
     chance = f"{len(hits)} of {len(steered)} emotion conditions at p < 0.05, " \
              f"{0.05 * len(steered):.1f} expected by chance"
+    moved = [r for r in random_ if math.isfinite(p(r)) and p(r) < 0.05]
+    if moved:
+        rnd = f"the random direction moves it too ({_signed(diff(moved[0]))}, " \
+              f"{_p(p(moved[0]))}: a shift that is not specific to an emotion)"
+    else:
+        rnd = "the random direction does not" if random_ else ""
     if not hits:
-        return f"no steered condition moves {what} ({chance}): no effect at this size"
+        rnd = rnd.replace(" too", "").replace("does not", "does not either")
+        return f"{what}: no steered emotion moves it" + (f", {rnd}" if rnd else "") + \
+            f" ({chance}); no emotion effect at this size"
     shown = ", ".join(f"{q.condition} ({_signed(diff(q))}, {_p(p(q))})"
                       for q in sorted(hits, key=lambda q: p(q))[:4])
-    rnd = ""
-    if random_:
-        r = random_[0]
-        rnd = (f" and under the random direction too ({_signed(diff(r))}, {_p(p(r))}: "
-               "not specific to the emotion)" if math.isfinite(p(r)) and p(r) < 0.05
-               else " and not under the random direction")
-    return f"{what} moves under {shown}{rnd} ({chance})"
+    verb = "moves" if len(hits) == 1 else "move"
+    return f"{what}: {shown} {verb} it" + (f" and {rnd}" if rnd else "") + f" ({chance})"
 
 
 def _p(x: float | None) -> str:
@@ -385,7 +388,8 @@ class BehaviourResult(Result):
         """The numbers that matter, each with n and its interval."""
         lines = [f"{self.title}: {self.model}, {len(self.items)} items, steered at layer(s) "
                  f"{','.join(map(str, self.steer_layers))}, read at layer {self.read_layer}; "
-                 f"{self.n} sampled replies per item and condition{self._sampled_on()} "
+                 f"{self.n} sampled repl{'y' if self.n == 1 else 'ies'} per item and "
+                 f"condition{self._sampled_on()} "
                  f"(temperature {self.temperature:g}, up to {self.max_new_tokens} tokens).",
                  f"Verdict: {self.verdict()}"]
         for pair, pts in self.logodds.items():
