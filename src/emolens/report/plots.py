@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -379,7 +380,11 @@ def fig_bar_ci(labels: Sequence[str], means: Any, lows: Any, highs: Any, title: 
                      np.where(np.isfinite(hi), hi - m, 0.0)])
     if np.any(err < -1e-9):
         raise EmolensError("each interval must contain its mean (lows <= means <= highs)")
-    fig = Figure(figsize=(max(5.0, 0.7 * k + 2.5), 4.8), layout="constrained")
+    # long labels wrap onto lines of about 14 characters and widen their bars
+    names = [textwrap.fill(_text(x), 14) for x in labels]
+    longest = max(len(line) for x in names for line in x.splitlines())
+    width = max(5.0, max(0.7, 0.085 * longest) * k + 2.5)
+    fig = Figure(figsize=(width, 4.8), layout="constrained")
     ax = fig.add_subplot()
     pos = np.arange(k)
     ax.bar(pos, m, color="tab:blue", alpha=0.8)
@@ -389,12 +394,12 @@ def fig_bar_ci(labels: Sequence[str], means: Any, lows: Any, highs: Any, title: 
         ax.legend(fontsize=8)
     if np.nanmin(lo) < 0 < np.nanmax(hi):
         ax.axhline(0, color="0.5", lw=0.8)
-    names = [_text(x) for x in labels]
     if ns is not None:
         names = [f"{a}\n(n = {n})" for a, n in zip(names, ns, strict=True)]
     ax.set_xticks(pos, names, rotation=0 if k <= 6 else 45, ha="center" if k <= 6 else "right")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{_text(title)}\n(bars: estimate; whiskers: {100 * level:g}% CI)", fontsize=10)
+    ax.set_title(f"{textwrap.fill(_text(title), int(11 * width))}\n(bars: estimate; whiskers: "
+                 f"{100 * level:g}% CI)", fontsize=10)
     return fig
 
 
