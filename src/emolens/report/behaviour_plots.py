@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from emolens.errors import EmolensError
-from emolens.report.plots import _panel_grid, _text
+from emolens.report.plots import _fit, _panel_grid, _text
 
 __all__ = ["fig_dose_curves", "fig_token_traces"]
 
@@ -72,7 +72,8 @@ def fig_dose_curves(panels: Sequence[tuple[str, Mapping[str, Series],
         ax.set_ylabel(_text(ylabel), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{_text(title)}\n(whiskers: {100 * level:g}% CI)", fontsize=10)
+    fig.suptitle(f"{_fit(_text(title), fig.get_figwidth())}\n(whiskers: {100 * level:g}% CI)",
+                 fontsize=10)
     return fig
 
 
@@ -105,5 +106,6 @@ def fig_token_traces(traces: Sequence[tuple[str, Sequence[str], Mapping[str, Seq
         ax.set_ylabel("read-out", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{_text(title)} ({len(traces)} transcripts; shaded: the reply)", fontsize=10)
+    fig.suptitle(_fit(f"{_text(title)} ({len(traces)} transcripts; shaded: the reply)",
+                      fig.get_figwidth()), fontsize=10)
     return fig

@@ -63,6 +63,16 @@ def _charmap() -> frozenset[int]:
     return frozenset(ft2font.FT2Font(path).get_charmap())
 
 
+def _fit(text: str, width_inches: float, fontsize: float = 10) -> str:
+    """``text`` wrapped to a figure's width (about 13 characters per inch at 10 pt), so a
+    long title is never cut off at the edges.
+
+    >>> _fit("a " * 40, 2.0).count("\\n")
+    3
+    """
+    return textwrap.fill(text, max(20, int(13 * width_inches * 10 / fontsize)))
+
+
 def _text(s: Any) -> str:
     """Text safe to draw: no mathtext, visible control characters, and an escape for any
     character the font lacks (a missing glyph would otherwise print as an empty box)."""
@@ -398,7 +408,7 @@ def fig_bar_ci(labels: Sequence[str], means: Any, lows: Any, highs: Any, title: 
         names = [f"{a}\n(n = {n})" for a, n in zip(names, ns, strict=True)]
     ax.set_xticks(pos, names, rotation=0 if k <= 6 else 45, ha="center" if k <= 6 else "right")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{textwrap.fill(_text(title), int(11 * width))}\n(bars: estimate; whiskers: "
+    ax.set_title(f"{_fit(_text(title), width)}\n(bars: estimate; whiskers: "
                  f"{100 * level:g}% CI)", fontsize=10)
     return fig
 
@@ -541,7 +551,8 @@ def fig_intensity_grid(panels: Sequence[tuple[str, Any, Mapping[str, Any], bool]
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{_text(title)} ({len(panels)} templates)", fontsize=11)
+    fig.suptitle(_fit(f"{_text(title)} ({len(panels)} templates)", fig.get_figwidth(), 11),
+                 fontsize=11)
     return fig
 
 
@@ -574,5 +585,5 @@ def fig_scatter_panels(panels: Sequence[tuple[str, Any, Any, str, str]], title: 
         ax.set_xlabel(_text(xlabel), fontsize=8)
         ax.set_ylabel(_text(ylabel), fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle(_text(title), fontsize=11)
+    fig.suptitle(_fit(_text(title), fig.get_figwidth(), 11), fontsize=11)
     return fig

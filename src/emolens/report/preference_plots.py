@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from emolens.errors import EmolensError
-from emolens.report.plots import _panel_grid, _text
+from emolens.report.plots import _fit, _panel_grid, _text
 
 __all__ = ["fig_ci_scatter", "fig_ranked_ci", "fig_ranked_panels"]
 
@@ -100,7 +100,7 @@ def fig_ranked_panels(panels: Sequence[tuple[str, Sequence[str], Any, Any, Any]]
         _check(names, m, lo, hi)
         _draw_ranked(ax, names, m, lo, hi, None, xlabel, None)
         ax.set_title(_text(ptitle), fontsize=9)
-    fig.suptitle(_text(title), fontsize=11)
+    fig.suptitle(_fit(_text(title), fig.get_figwidth(), 11), fontsize=11)
     return fig
 
 
