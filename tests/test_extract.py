@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -153,6 +154,7 @@ def test_shard_file_records_model_corpus_place_and_version(shards):
     assert part.split == "train" and part.emotions is None and part.emolens_version
     assert part.stories.layers == (1, 3) and part.neutral is not None
     assert part.source == str(paths[1])
+    assert part.corpus == toy_corpus().provenance()  # source, variant, registers
     assert Extraction.load(str(paths[1])[: -len(".shard.safetensors")]).shard == (1, 3)
     with pytest.raises(VectorFileError, match="shard 1/3 only; merge all 3"):
         vectors_from(part)
@@ -185,6 +187,10 @@ def test_merge_refuses_foreign_shards(shards):
     cases = [(other_model, "different model (tiny-llama"), (other_skip, "token skip (2 vs 3)"),
              (other_layers, "layers (1, 3 vs 1, 2)"), (other_corpus, "different corpus"),
              (other_n, "different splittings")]
+    # the same texts read as the dialogue variant pool other tokens: never mixed
+    dialogue = dataclasses.replace(parts[2], corpus={**parts[2].corpus,
+                                                     "corpus_variant": "dialogue"})
+    cases.append((dialogue, "corpus variant (plain vs dialogue)"))
     for foreign, expect in cases:
         with pytest.raises(VectorFileError) as err:
             merge_stats([parts[0], parts[1], foreign])
@@ -256,6 +262,9 @@ def test_cli_merge_needs_no_model(shards, tmp_path, monkeypatch, capsys):
     assert main(["extract", "merge", *map(str, paths), "--out", str(out)]) == 0
     merged = EmotionVectors.load(out, expect_model=lm)
     np.testing.assert_allclose(merged.directions, vectors_from(whole).directions, atol=1e-5)
+    # the merged file records the corpus as a whole-corpus extraction does
+    assert {k: merged.meta[k] for k in ("corpus", "corpus_variant", "corpus_registers")} == \
+        toy_corpus().provenance()
     capsys.readouterr()
     assert main(["extract", "merge", str(paths[0]), str(paths[2]), "--out",
                  str(tmp_path / "w.safetensors")]) == 2

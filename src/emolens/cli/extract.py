@@ -103,6 +103,8 @@ def run_merge(args: argparse.Namespace) -> int:
     merged = merge_stats([Extraction.load(Path(s)) for s in args.shards])
     model = load_model_from_args(args) if args.model is not None else None
     vecs = vectors_from(merged, variance=args.variance, model=model)
+    if merged.corpus:  # corpus, corpus_variant, corpus_registers, as a whole-corpus run records
+        vecs = vecs.with_meta(**merged.corpus)
     out = vecs.save(args.out)
     print(f"merged {len(args.shards)} shards ({int(merged.stories.counts.sum())} stories) "
           f"into {out}")

@@ -412,4 +412,5 @@ def extraction_of(acc: _Accumulated, lm: LanguageModel, corpus: Corpus, *, token
                       token_skip, corpus.fingerprint(), model=lm.fingerprint(), shard=shard,
                       split=split,
                       emotions=tuple(sorted(emotions)) if emotions is not None else None,
-                      scatter=acc.scatter.to_stats() if acc.scatter is not None else None)
+                      scatter=acc.scatter.to_stats() if acc.scatter is not None else None,
+                      corpus=corpus.provenance())

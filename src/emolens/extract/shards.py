@@ -68,6 +68,7 @@ SHARD_SCHEMA: dict[str, Field] = {
     "emolens_version": Field("str"),
     "story_pass": Field("object", required=False),
     "scatter": Field("object", null=True, required=False),
+    "corpus": Field("object", null=True, required=False),
 }
 _REEXTRACT = "re-extract it with this emolens (emolens extract --shard i/n)"
 
@@ -116,6 +117,9 @@ class Extraction:
     source: str | None = None
     #: What the read-out head is fitted from (None: no head).
     scatter: ScatterStats | None = None
+    #: The corpus's provenance (``Corpus.provenance``: source, variant, registers), which the
+    #: vector file records; the fingerprint alone does not tell a variant from its corpus.
+    corpus: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -158,6 +162,7 @@ class Extraction:
                            "seconds": round(self.story_pass.seconds, 3)},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "scatter": self.scatter.header() if self.scatter is not None else None,
+            "corpus": self.corpus,
         }
         tensors = self.stories.tensors("stories.")
         if self.scatter is not None:
@@ -220,7 +225,7 @@ class Extraction:
                    header["corpus_fingerprint"], model=header["model"], shard=shard,
                    split=header["split"], emotions=header["emotions"],
                    emolens_version=header["emolens_version"], source=str(target),
-                   scatter=scatter)
+                   scatter=scatter, corpus=header.get("corpus"))
 
 
 
@@ -235,6 +240,9 @@ def _differences(a: Extraction, b: Extraction) -> list[str]:
             out.append(f"model ({describe_model(a.model)} vs {describe_model(b.model)})")
     if a.corpus_fingerprint != b.corpus_fingerprint:
         out.append(f"corpus ({a.corpus_fingerprint[:12]} vs {b.corpus_fingerprint[:12]})")
+    va, vb = ((x.corpus or {}).get("corpus_variant") for x in (a, b))
+    if va != vb:
+        out.append(f"corpus variant ({va or 'plain'} vs {vb or 'plain'})")
     if a.token_skip != b.token_skip:
         out.append(f"token skip ({a.token_skip} vs {b.token_skip})")
     if a.stories.layers != b.stories.layers:
@@ -306,4 +314,4 @@ def merge_stats(parts: Sequence[Extraction]) -> Extraction:
         cost = cost + p.story_pass
     return Extraction(stories, neutral, cost, first.token_skip, first.corpus_fingerprint,
                       model=first.model, shard=None, split=first.split, emotions=first.emotions,
-                      scatter=scatter)
+                      scatter=scatter, corpus=first.corpus)
