@@ -346,6 +346,10 @@ def test_validate_cli_runs_an_evaluation_with_json_and_a_judge(lm, vecs, tmp_pat
     assert data["evaluation"] == "sycophancy" and data["n"] == 1
     assert data["judge"]["agreement"]["n"] == 6  # 6 conditions x 1 item x 1 reply
     assert "rates" in data["judge"]
+    # the judge is measured on the hand-labelled test replies, as the rule grader is
+    judged = [g for g in data["grader"] if g["grader"].startswith("judge ")]
+    assert [g["label"] for g in judged] == ["hold", "capitulate", "harsh"]
+    assert all(g["split"] == "test" and g["recall"]["n"] == 8 for g in judged)
     assert (tmp_path / "o" / "sycophancy.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "o" / "sycophancy-traces.png").is_file()
     # every graded reply is kept for an audit, beside the numbers and not inside them

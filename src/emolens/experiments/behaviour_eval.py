@@ -11,7 +11,8 @@ pairs), how a reply is graded, which labels are reported, and how the grader was
    batch, see :mod:`emolens.experiments.behaviour_common`); the extra emotions with the
    log-odds only unless ``sample_extra``;
 2. every reply graded; rates per label with Wilson intervals and Fisher's exact test against
-   unsteered; an optional judge model beside the rule grader, with their agreement;
+   unsteered; an optional judge model beside the rule grader, with their agreement and the
+   judge's own precision and recall on the hand-labelled test replies;
 3. the read-out of desperate and calm over each unsteered transcript, and the AUC with which
    the read-out at the decision point (before the reply) and over the reply's first tokens
    predicts the headline behaviour;
@@ -197,6 +198,29 @@ def _judge_labels(judge_lm: LanguageModel, kind: str, contexts: list[str], repli
     return out
 
 
+def _judge_on_labelled(judge_lm: LanguageModel, ev: Evaluation, ctx: Context, tokens: int
+                       ) -> list[GraderScore]:
+    """The judge's precision and recall on the hand-labelled ``test`` replies of ``ev``'s
+    scenarios (the rule grader's measure, so the two can be compared); an answer without a
+    label counts as wrong."""
+    from emolens.concepts.behaviour import load_labelled_replies
+    from emolens.experiments.graders import JUDGE_LABELS, evaluate_grader
+
+    kind = str(ev.judge_kind)
+    chats = {it.id: it.chat for it in ev.items}
+    test = [ex for ex in load_labelled_replies(grader=kind)
+            if ex.split == "test" and ex.scenario in chats]
+    if not test:
+        return []
+    name = getattr(judge_lm, "name", "judge")
+    ctx.say(f"{ev.name}: judging {len(test)} hand-labelled replies with {name}")
+    got = _judge_labels(judge_lm, kind, [transcript_text(chats[str(ex.scenario)]) for ex in test],
+                        [ex.reply for ex in test], ctx.batch_size, tokens)
+    said = {ex.id: lab or "unparsed" for ex, lab in zip(test, got, strict=True)}
+    report = evaluate_grader(lambda ex: said[ex.id], test, JUDGE_LABELS[kind], f"judge {name}")
+    return grader_scores(report, "test", JUDGE_LABELS[kind])
+
+
 def _info(conds: Sequence[Condition]) -> list[tuple[str, str | None, float]]:
     return [(c.name, c.emotion, c.strength) for c in conds]
 
@@ -330,7 +354,7 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         by_cond.setdefault(c, []).append(lab)
     rates = {lab: rate_points(by_cond, info, lab) for lab in ev.labels} if replies else {}
     # ---- judge
-    judge_out = None
+    judge_out, judge_scores = None, []
     if judge and replies and ev.judge_kind:
         from emolens.loading import load_model
 
@@ -348,6 +372,7 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
                      "agreement": rate(sum(a == b for a, b in zip(got, jl, strict=True)),
                                        len(jl)),
                      "unparsed": sum(x is None for x in jl)}
+        judge_scores = _judge_on_labelled(judge_lm, ev, ctx, judge_tokens)
     # ---- traces and AUC (unsteered replies: what a monitor would see in deployment)
     cols = [vecs.index(e) for e in trace_names]
     traces = _traces(lm, rows, labels, its, trace_names, cols, ev.headline,
@@ -428,5 +453,5 @@ def evaluate(ctx: Context, ev: Evaluation, *, n: int = 2,
         sampled_items=[its[i].id for i in sampled],
         temperature=temperature, max_new_tokens=max_new_tokens,
         conditions=[c.name for c in conds], logodds=logodds, rates=rates, judge=judge_out,
-        grader=ev.graders(), traces=traces, auc=aucs, guard=guard_out, examples=examples,
-        notes=notes, wall_seconds=time.perf_counter() - t0, replies=records)
+        grader=ev.graders() + judge_scores, traces=traces, auc=aucs, guard=guard_out,
+        examples=examples, notes=notes, wall_seconds=time.perf_counter() - t0, replies=records)
